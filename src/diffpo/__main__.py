@@ -1,0 +1,3 @@
+from diffpo.cli import main
+
+main()
