@@ -1,0 +1,288 @@
+"""Preference data: Pick-a-Pic v2 loading, tie removal, and the encoded cache.
+
+Pick-a-Pic (and the tiny world, which copies its layout) is a folder of parquet shards
+``{split}-*.parquet`` (or ``data/{split}-*.parquet`` as on the hub). Diffusion-DPO keeps
+rows with ``label_0 in (0, 1)``: 959,040 -> 851,293 pairs. diffusers' research script
+keeps ties as if image 0 had won, a silent data bug this module refuses to repeat.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+from PIL import Image
+
+from diffpo.files import atomic_dir, atomic_write_text, write_parquet
+
+REQUIRED_COLUMNS = ("caption", "jpg_0", "jpg_1", "label_0", "label_1")
+PAIR_COLUMNS = ("caption", "label_0", "label_1", "image_0_uid", "image_1_uid", "model_0", "model_1", "ranking_id")
+
+
+class DataError(ValueError):
+    """Input data that cannot be used as it is; the message says what and where."""
+
+
+# ---------------------------------------------------------------- loading
+def list_shards(source: str | Path, split: str) -> list[Path]:
+    """Parquet shards of one split from a local copy, or from the hub cache for a hub id."""
+    local = Path(source)
+    if not local.exists():
+        local = _hub_snapshot(str(source), split)
+    shards = sorted(local.glob(f"{split}-*.parquet")) or sorted(local.glob(f"data/{split}-*.parquet"))
+    if not shards:
+        raise DataError(f"no parquet shards for split {split!r} in {local} (expected {split}-*.parquet)")
+    return shards
+
+
+def _hub_snapshot(repo_id: str, split: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, repo_type="dataset", allow_patterns=[f"data/{split}-*"]))
+    except Exception as err:  # the hub client raises many types; all mean "not available here"
+        raise DataError(
+            f"data source {repo_id!r} is neither a local folder nor an available hub dataset ({err}). "
+            f"Pick-a-Pic v2 left the hub in 2025: copy its parquet shards to a local folder "
+            f"(e.g. resources/pickapic_v2/{split}-*.parquet) and set data.source to it."
+        ) from err
+
+
+def read_captions(source: str | Path, split: str) -> list[str]:
+    """The prompts of a split, in order (validation_unique / test_unique have one row per prompt)."""
+    captions: list[str] = []
+    for shard in list_shards(source, split):
+        captions += pq.read_table(shard, columns=["caption"]).column("caption").to_pylist()
+    return captions
+
+
+def decode_image(data: bytes) -> Image.Image:
+    """Decode image bytes to RGB; raises ValueError for bytes that are not a whole image."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except Exception as err:
+        raise ValueError(f"undecodable image bytes ({err})") from err
+    return image.convert("RGB")
+
+
+# ---------------------------------------------------------------- tie removal
+def label_outcome(label_0: float, label_1: float) -> str:
+    """'0' or '1' for the winning side, 'tie' for 0.5/0.5, 'invalid' for anything else."""
+    if label_0 == 1.0 and label_1 == 0.0:
+        return "0"
+    if label_0 == 0.0 and label_1 == 1.0:
+        return "1"
+    if label_0 == 0.5 and label_1 == 0.5:
+        return "tie"
+    return "invalid"
+
+
+def remove_ties(labels: pd.DataFrame) -> tuple[pd.Series, Counter]:
+    """Which rows to keep (a decided label) and what was dropped, by reason."""
+    outcome = [label_outcome(a, b) for a, b in zip(labels["label_0"], labels["label_1"])]
+    counts = Counter("tie" if o == "tie" else "invalid_label" if o == "invalid" else "kept" for o in outcome)
+    keep = pd.Series([o in ("0", "1") for o in outcome], index=labels.index)
+    return keep, counts
+
+
+@dataclass
+class PreparedPairs:
+    """Winner-first index into the source shards (no image bytes are copied)."""
+
+    index: pd.DataFrame
+    manifest: dict
+
+
+def prepare_pairs(source: str | Path, split: str, max_pairs: int | None = None) -> PreparedPairs:
+    """Drop ties, invalid labels and undecodable images, put the winner first, count everything."""
+    rows_in, skipped, kept = 0, Counter(), []
+    for shard in list_shards(source, split):
+        schema = pq.read_schema(shard)
+        missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
+        if missing:
+            raise DataError(f"{shard}: missing columns {missing} (Pick-a-Pic v2 layout expected)")
+        table = pq.read_table(shard).to_pandas()
+        rows_in += len(table)
+        keep, counts = remove_ties(table)
+        skipped["tie"] += counts["tie"]
+        skipped["invalid_label"] += counts["invalid_label"]
+        for row in np.flatnonzero(keep.to_numpy()):
+            record = table.iloc[row]
+            if not isinstance(record["caption"], str) or not record["caption"].strip():
+                skipped["empty_caption"] += 1
+                continue
+            try:
+                decode_image(record["jpg_0"])
+                decode_image(record["jpg_1"])
+            except ValueError:
+                skipped["undecodable_image"] += 1
+                continue
+            swapped = record["label_0"] == 0.0
+            w, l = ("1", "0") if swapped else ("0", "1")
+            kept.append(
+                {
+                    "shard": shard.name,
+                    "row": int(row),
+                    "swapped": bool(swapped),
+                    "caption": record["caption"],
+                    "uid_w": str(record.get(f"image_{w}_uid", "")),
+                    "uid_l": str(record.get(f"image_{l}_uid", "")),
+                    "model_w": str(record.get(f"model_{w}", "")),
+                    "model_l": str(record.get(f"model_{l}", "")),
+                    "ranking_id": int(record.get("ranking_id", -1)),
+                }
+            )
+            if max_pairs and len(kept) >= max_pairs:
+                break
+        if max_pairs and len(kept) >= max_pairs:
+            break
+    index = pd.DataFrame(kept)
+    if index.empty:
+        raise DataError(f"no usable pairs in {source} split {split}: {dict(skipped)}")
+    manifest = {
+        "source": str(source),
+        "split": split,
+        "rows_in": rows_in,
+        "ties_removed": skipped["tie"],
+        "rows_skipped": {k: v for k, v in sorted(skipped.items()) if k != "tie"},
+        "pairs_out": len(index),
+        "unique_prompts": int(index["caption"].nunique()),
+        "winner_was_image_1": int(index["swapped"].sum()),
+    }
+    return PreparedPairs(index, manifest)
+
+
+def write_prepared(prepared: PreparedPairs, pairs_path: Path, manifest_path: Path) -> None:
+    write_parquet(prepared.index, pairs_path)
+    atomic_write_text(manifest_path, json.dumps(prepared.manifest, indent=2) + "\n")
+
+
+def iter_pair_images(source: str | Path, split: str, index: pd.DataFrame):
+    """Yield (position, winner image, loser image) for every row of a prepared index."""
+    shards = {p.name: p for p in list_shards(source, split)}
+    for shard_name, group in index.groupby("shard", sort=False):
+        table = pq.read_table(shards[shard_name], columns=["jpg_0", "jpg_1"])
+        jpg_0, jpg_1 = table.column("jpg_0"), table.column("jpg_1")
+        for pos, row, swapped in zip(group.index, group["row"], group["swapped"]):
+            a, b = decode_image(jpg_0[row].as_py()), decode_image(jpg_1[row].as_py())
+            yield pos, (b if swapped else a), (a if swapped else b)
+
+
+def image_to_tensor(image: Image.Image, resolution: int) -> np.ndarray:
+    """Resize the shorter side and centre-crop (SD training preprocessing) to CHW in [-1, 1]."""
+    w, h = image.size
+    scale = resolution / min(w, h)
+    if scale != 1:
+        image = image.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))), Image.BICUBIC)
+    w, h = image.size
+    left, top = (w - resolution) // 2, (h - resolution) // 2
+    image = image.crop((left, top, left + resolution, top + resolution))
+    return np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 127.5 - 1.0
+
+
+# ---------------------------------------------------------------- encoded cache
+class EncodedPairs:
+    """The cache every training job reads: winner/loser latents and prompt embeddings.
+
+    Arrays are memory-mapped ``.npy`` files, so the paper profile's 851k pairs need not
+    fit in memory.
+    """
+
+    def __init__(self, cache_dir: str | Path):
+        cache_dir = Path(cache_dir)
+        self.latents_w = np.load(cache_dir / "latents_w.npy", mmap_mode="r")
+        self.latents_l = np.load(cache_dir / "latents_l.npy", mmap_mode="r")
+        self.prompt_embeds = np.load(cache_dir / "prompt_embeds.npy", mmap_mode="r")
+        self.empty_prompt_embed = np.load(cache_dir / "empty_prompt_embed.npy")
+        self.prompt_index = pd.read_parquet(cache_dir / "pairs.parquet", columns=["prompt_index"])["prompt_index"].to_numpy()
+        if not (len(self.latents_w) == len(self.latents_l) == len(self.prompt_index)):
+            raise DataError(f"{cache_dir}: latent and pair counts disagree; re-run the encode stage")
+
+    def __len__(self) -> int:
+        return len(self.prompt_index)
+
+    def images(self, kind: str) -> int:
+        """How many training examples a run over ``kind`` (winners, both, pairs) draws from."""
+        return 2 * len(self) if kind == "both" else len(self)
+
+    def latents(self, which: str, idx: np.ndarray) -> np.ndarray:
+        return np.asarray((self.latents_w if which == "w" else self.latents_l)[idx])
+
+    def embeds(self, idx: np.ndarray) -> np.ndarray:
+        return np.asarray(self.prompt_embeds[self.prompt_index[idx]])
+
+
+def encode_cache(
+    source: str | Path,
+    split: str,
+    pairs_path: Path,
+    text_encoder_source: str | Path,
+    vae_source: str | Path,
+    out_dir: Path,
+    resolution: int,
+    batch_size: int,
+    dtype: str,
+) -> dict:
+    """Encode every prepared pair once (VAE latents, prompt embeddings) for all methods to share."""
+    import torch
+    from tqdm import tqdm
+
+    from diffpo.models import encode_images, encode_prompts, load_text_encoder, load_vae
+
+    index = pd.read_parquet(pairs_path)
+    prompts = sorted(index["caption"].unique())
+    prompt_pos = {p: i for i, p in enumerate(prompts)}
+    index["prompt_index"] = index["caption"].map(prompt_pos).astype("int64")
+    tokenizer, text_encoder = load_text_encoder(text_encoder_source)
+    vae = load_vae(vae_source)
+    text_encoder.eval()
+    vae.eval()
+    np_dtype = np.dtype(dtype) if dtype != "bfloat16" else np.dtype("float32")
+
+    with atomic_dir(out_dir) as tmp:
+        embeds = encode_prompts(tokenizer, text_encoder, prompts)
+        np.save(tmp / "prompt_embeds.npy", embeds.numpy().astype(np_dtype))
+        np.save(tmp / "empty_prompt_embed.npy", encode_prompts(tokenizer, text_encoder, [""])[0].numpy().astype(np_dtype))
+        factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        shape = (len(index), vae.config.latent_channels, resolution // factor, resolution // factor)
+        out_w = np.lib.format.open_memmap(tmp / "latents_w.npy", mode="w+", dtype=np_dtype, shape=shape)
+        out_l = np.lib.format.open_memmap(tmp / "latents_l.npy", mode="w+", dtype=np_dtype, shape=shape)
+        positions, batch_w, batch_l = [], [], []
+
+        def flush():
+            both = torch.from_numpy(np.stack(batch_w + batch_l))
+            z = encode_images(vae, both).float().numpy().astype(np_dtype)
+            out_w[positions] = z[: len(positions)]
+            out_l[positions] = z[len(positions) :]
+            positions.clear(), batch_w.clear(), batch_l.clear()
+
+        order = {pos: i for i, pos in enumerate(index.index)}
+        for pos, winner, loser in tqdm(iter_pair_images(source, split, index), total=len(index), desc="encode pairs", mininterval=5):
+            positions.append(order[pos])
+            batch_w.append(image_to_tensor(winner, resolution))
+            batch_l.append(image_to_tensor(loser, resolution))
+            if len(positions) == batch_size:
+                flush()
+        if positions:
+            flush()
+        out_w.flush(), out_l.flush()
+        del out_w, out_l
+        write_parquet(index.reset_index(drop=True), tmp / "pairs.parquet")
+        info = {
+            "pairs": len(index),
+            "unique_prompts": len(prompts),
+            "latent_shape": list(shape[1:]),
+            "dtype": str(np_dtype),
+            "text_encoder": str(text_encoder_source),
+            "vae": str(vae_source),
+            "resolution": resolution,
+        }
+        (tmp / "cache.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
