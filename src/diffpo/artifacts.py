@@ -1,0 +1,97 @@
+"""Tables and figures, built from files under results/ only (never by scoring or training)."""
+
+from __future__ import annotations
+
+import math
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from diffpo.evaluation import GROUND_TRUTH, mean_and_se, per_prompt
+from diffpo.files import atomic_path, atomic_write_text
+
+SCORE_NAMES = {"gt_preference": "GT preference", "gt_alignment": "GT alignment", "gt_aesthetic": "GT aesthetics"}
+PAPER_NAMES = {"pickscore": "PickScore", "hpsv2": "HPSv2", "imagereward": "ImageReward", "aesthetic": "Aesthetic"}
+
+
+def paper_numbers(table: str) -> tuple[list[str], dict[str, list[float]]]:
+    data = yaml.safe_load(resources.files("diffpo").joinpath("paper_numbers.yaml").read_text())[table]
+    return data["columns"], data["rows"]
+
+
+def score_table(score_files: dict[str, Path], labels: dict[str, str], table: str, baseline: str = "base") -> pd.DataFrame:
+    """One row per method: mean and standard error over prompts of each ground-truth score,
+    the paired difference to ``baseline`` on the same prompts and seeds, and the paper's numbers."""
+    scores = {name: pd.read_parquet(path) for name, path in score_files.items()}
+    columns = [c for c in GROUND_TRUTH if all(c in s for s in scores.values())]
+    base_prompts = per_prompt(scores[baseline], columns) if baseline in scores else None
+    paper_cols, paper_rows = paper_numbers(table)
+    rows = []
+    for name, frame in scores.items():
+        prompts = per_prompt(frame, columns)
+        row = {"method": name, "label": labels.get(name, name), "n_prompts": len(prompts), "n_images": len(frame)}
+        for col in columns:
+            row[f"{col}_mean"], row[f"{col}_se"] = mean_and_se(prompts[col])
+        if base_prompts is not None:
+            for col in columns:
+                diff = (prompts[col] - base_prompts[col]).dropna()
+                row[f"{col}_delta"], row[f"{col}_delta_se"] = mean_and_se(diff) if name != baseline else (0.0, 0.0)
+        for col, value in zip(paper_cols, paper_rows.get(name, [math.nan] * len(paper_cols))):
+            row[f"paper_{col}"] = value
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _fmt(mean: float, se: float, digits: int = 3) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return ""
+    return f"{mean:.{digits}f} ± {se:.{digits}f}" if not math.isnan(se) else f"{mean:.{digits}f}"
+
+
+def to_markdown(table: pd.DataFrame, title: str, note: str) -> str:
+    view = pd.DataFrame({"Method": table["label"]})
+    for col, name in SCORE_NAMES.items():
+        if f"{col}_mean" in table:
+            view[name] = [_fmt(m, s) for m, s in zip(table[f"{col}_mean"], table[f"{col}_se"])]
+    if "gt_preference_delta" in table:
+        view["Δ GT preference vs base"] = [
+            f"{m:+.3f} ± {s:.3f}" for m, s in zip(table["gt_preference_delta"], table["gt_preference_delta_se"])
+        ]
+    for col, name in PAPER_NAMES.items():
+        if f"paper_{col}" in table:
+            view[f"paper {name}"] = ["" if math.isnan(v) else f"{v:g}" for v in table[f"paper_{col}"]]
+    return f"# {title}\n\n{note}\n\n{view.to_markdown(index=False)}\n"
+
+
+def write_table(table: pd.DataFrame, csv_path: Path, md_path: Path, title: str, note: str) -> None:
+    atomic_write_text(csv_path, table.to_csv(index=False, float_format="%.6g"))
+    atomic_write_text(md_path, to_markdown(table, title, note))
+
+
+def plot_training_curves(metrics_files: dict[str, Path], labels: dict[str, str], out_stem: Path, window: int = 20) -> None:
+    """Loss (and DPO implicit accuracy, where logged) against step for every method; PNG and PDF."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = {name: pd.read_csv(path) for name, path in metrics_files.items()}
+    panels = ["loss"] + (["implicit_acc"] if any("implicit_acc" in c for c in curves.values()) else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
+    for ax, column in zip(axes[0], panels):
+        for name, frame in curves.items():
+            if column in frame:
+                smooth = frame[column].rolling(window, min_periods=1).mean()
+                ax.plot(frame["step"], smooth, label=labels.get(name, name))
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(f"{column} (moving mean over {window} steps)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    out_stem.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in (".png", ".pdf"):
+        with atomic_path(out_stem.with_suffix(suffix)) as tmp:
+            fig.savefig(tmp, format=suffix[1:], dpi=150)
+    plt.close(fig)

@@ -1,0 +1,58 @@
+# Pre-training of the tiny profile's Stable-Diffusion-shaped base model.
+# The paper profile loads SD-1.5 instead (base.pretrained) and has none of these jobs.
+
+if TINY:
+
+    rule pretrain_text_encoder:
+        input:
+            code("pretraining", "models", "data", "world"),
+            source=data_source(),
+        output:
+            directory("results/base/text"),
+        params:
+            param_keys=keys("pretrain_text_encoder"),
+            values=values("pretrain_text_encoder"),
+        log:
+            "logs/pretrain_text_encoder.log",
+        benchmark:
+            "benchmarks/pretrain_text_encoder.tsv"
+        shell:
+            "{CLI} pretrain-text-encoder --out {output} --log {log}"
+
+    rule pretrain_vae:
+        input:
+            code("pretraining", "models", "data"),
+            source=data_source(),
+        output:
+            directory("results/base/autoencoder"),
+        params:
+            param_keys=keys("pretrain_vae"),
+            values=values("pretrain_vae"),
+        log:
+            "logs/pretrain_vae.log",
+        benchmark:
+            "benchmarks/pretrain_vae.tsv"
+        shell:
+            "{CLI} pretrain-vae --out {output} --log {log}"
+
+    rule pretrain_unet:
+        input:
+            code("pretraining", "models", "training", "objectives", "data"),
+            cache="results/cache",
+            text_encoder="results/base/text",
+            vae="results/base/autoencoder",
+        output:
+            pipeline=directory("results/base/pipeline"),
+            metrics="results/base/metrics.csv",
+        params:
+            param_keys=keys("pretrain_unet"),
+            values=values("pretrain_unet"),
+            work="results/checkpoints/base",
+        threads: workflow.cores
+        log:
+            "logs/pretrain_unet.log",
+        benchmark:
+            "benchmarks/pretrain_unet.tsv"
+        shell:
+            "{CLI} pretrain-unet --cache {input.cache} --text-encoder {input.text_encoder} --vae {input.vae}"
+            " --work {params.work} --out {output.pipeline} --metrics {output.metrics} --log {log}"

@@ -1,0 +1,69 @@
+# Validate params.yaml (both profiles, against workflow/schemas/params.schema.yaml) before
+# any rule is read, and hold the helpers that turn settings into target paths.
+# params.yaml is read by diffpo's own loader rather than `configfile:` + `validate`, because
+# values may be written per profile ({tiny: .., paper: ..}); edit params.yaml, not --config.
+import sys
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from diffpo.config import load_params, select
+from diffpo.workflow import stage_keys
+
+config.update(load_params(Path(workflow.basedir) / "params.yaml"))
+TINY = config["profile"] == "tiny"
+METHODS = list(config["methods"])
+MODELS = ["base"] + METHODS
+PROMPT_SET = config["sample"]["prompt_set"]
+CLI = "python -m diffpo"
+
+# Each rule re-runs when its code changes, in Snakemake as in DVC.
+SHARED_CODE = ["src/diffpo/cli.py", "src/diffpo/config.py", "src/diffpo/workflow.py", "src/diffpo/files.py"]
+
+
+def code(*modules):
+    return SHARED_CODE + [f"src/diffpo/{m}.py" for m in modules]
+
+
+def keys(stage, **wildcards):
+    return stage_keys(stage, **wildcards)
+
+
+def values(stage):
+    """A params: entry holding the values of the keys ``stage`` reads (rerun on change)."""
+    return lambda wc: select(config, stage_keys(stage, **dict(wc.items())))
+
+
+def data_source():
+    return "results/world" if TINY else config["data"]["source"]
+
+
+def base_model():
+    return "results/base/pipeline" if TINY else config["base"]["pretrained"]
+
+
+def base_inputs():
+    return ["results/base/pipeline"] if TINY else []
+
+
+def text_encoder_source():
+    return "results/base/text" if TINY else config["base"]["pretrained"]
+
+
+def vae_source():
+    return "results/base/autoencoder" if TINY else config["base"]["pretrained"]
+
+
+def unet_of(model):
+    return [] if model == "base" else [f"results/models/{model}/unet"]
+
+
+def table_rows(table):
+    rows = config["tables"][table]["rows"]
+    unknown = [r for r in rows if r not in MODELS]
+    if unknown:
+        raise ValueError(f"params.yaml: tables.{table}.rows: unknown methods {unknown}; defined: {MODELS}")
+    return rows
+
+
+def scores(model):
+    return f"results/scores/{model}/{PROMPT_SET}.parquet"

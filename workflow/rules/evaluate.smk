@@ -1,0 +1,42 @@
+# Sampling and scoring; per-image scores are kept so tables never score twice.
+
+
+rule sample:
+    input:
+        code("sampling", "models", "data"),
+        base_inputs(),
+        unet=lambda wc: unet_of(wc.model),
+    output:
+        "results/samples/{model}/{prompt_set}.parquet",
+    wildcard_constraints:
+        model="|".join(MODELS),
+    params:
+        param_keys=keys("sample"),
+        values=values("sample"),
+        base=base_model(),
+        unet=lambda wc, input: f"--unet {input.unet}" if input.unet else "",
+    resources:
+        gpu=0 if TINY else 1,
+    log:
+        "logs/sample/{model}/{prompt_set}.log",
+    benchmark:
+        "benchmarks/sample/{model}/{prompt_set}.tsv"
+    shell:
+        "{CLI} sample --base {params.base} {params.unet} --prompt-set {wildcards.prompt_set} --out {output} --log {log}"
+
+
+rule evaluate:
+    input:
+        code("evaluation", "world", "sampling"),
+        samples="results/samples/{model}/{prompt_set}.parquet",
+    output:
+        "results/scores/{model}/{prompt_set}.parquet",
+    params:
+        param_keys=keys("evaluate"),
+        values=values("evaluate"),
+    log:
+        "logs/evaluate/{model}/{prompt_set}.log",
+    benchmark:
+        "benchmarks/evaluate/{model}/{prompt_set}.tsv"
+    shell:
+        "{CLI} evaluate --samples {input.samples} --out {output} --log {log}"

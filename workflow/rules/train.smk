@@ -1,0 +1,29 @@
+# Preference training: one job per method of the registry (params.yaml `methods`).
+
+
+rule train:
+    input:
+        code("training", "objectives", "models", "data"),
+        base_inputs(),
+        cache="results/cache",
+    output:
+        unet=directory("results/models/{method}/unet"),
+        metrics="results/models/{method}/metrics.csv",
+    wildcard_constraints:
+        method="|".join(METHODS),
+    params:
+        param_keys=lambda wc: keys("train", method=wc.method),
+        values=values("train"),
+        base=base_model(),
+        work="results/checkpoints/{method}",
+        # Several GPUs: accelerate starts one process per GPU (the trainer is accelerate-based).
+        launch=lambda wc, resources: "python" if resources.gpu <= 1 else f"accelerate launch --num_processes {resources.gpu}",
+    resources:
+        gpu=0 if TINY else 8,
+    log:
+        "logs/train/{method}.log",
+    benchmark:
+        "benchmarks/train/{method}.tsv"
+    shell:
+        "{params.launch} -m diffpo train --method {wildcards.method} --base {params.base} --cache {input.cache}"
+        " --work {params.work} --out {output.unet} --metrics {output.metrics} --log {log}"
