@@ -20,12 +20,15 @@ class MissingWeightsError(FileNotFoundError):
 
 
 def _missing(what: str, source: str, subfolder: str, err: Exception) -> MissingWeightsError:
-    return MissingWeightsError(
-        f"cannot load the {what} from {source!r} (subfolder {subfolder!r}): {err}\n"
-        f"Provide it offline: on a machine with internet run "
-        f"`huggingface-cli download {source} --local-dir resources/{Path(source).name}`, copy that folder "
-        f"here and set base.pretrained in params.yaml to its path (or pre-fill the Hugging Face cache)."
-    )
+    if Path(source).exists():
+        how = f"{source} is not a complete diffusers Stable Diffusion folder; point base.pretrained at one."
+    else:
+        how = (
+            f"Provide it offline: on a machine with internet run `huggingface-cli download {source} "
+            f"--local-dir resources/{Path(source).name}`, copy that folder here and set base.pretrained "
+            f"in params.yaml to its path (or pre-fill the Hugging Face cache)."
+        )
+    return MissingWeightsError(f"cannot load the {what} from {source!r} (subfolder {subfolder!r}): {err}\n{how}")
 
 
 def _load(cls, source: str | Path, subfolder: str, what: str, **kwargs):
@@ -128,27 +131,34 @@ def build_tokenizer(words: list[str], out_dir: Path, max_length: int) -> CLIPTok
     """A CLIP BPE tokenizer whose vocabulary spells every world word as one token.
 
     Like CLIP's: the 256 byte-level symbols, the same with ``</w>``, one entry per merge,
-    then the special tokens; the merges here join each word left to right.
+    then the special tokens. Each word gets merges appended (lowest priority) until BPE
+    reduces it to one token; a merge of lowest priority never changes how an earlier word
+    is split, since BPE always applies the highest-priority merge available.
     """
     from tokenizers.pre_tokenizers import ByteLevel
 
     symbols = sorted(ByteLevel.alphabet())
     vocab = symbols + [s + "</w>" for s in symbols]
-    known = set(vocab)
-    merges: list[tuple[str, str]] = []
+    ranks: dict[tuple[str, str], int] = {}
     for word in sorted(set(words)):
-        parts = list(word[:-1]) + [word[-1] + "</w>"]
-        while len(parts) > 1:
-            merged = parts[0] + parts[1]
-            if merged not in known:
-                merges.append((parts[0], parts[1]))
-                vocab.append(merged)
-                known.add(merged)
-            parts = [merged] + parts[2:]
+        while len(parts := _bpe(list(word[:-1]) + [word[-1] + "</w>"], ranks)) > 1:
+            ranks[(parts[0], parts[1])] = len(ranks)
+            vocab.append(parts[0] + parts[1])
     vocab += ["<|startoftext|>", "<|endoftext|>"]
-    tokenizer = CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=merges, model_max_length=max_length)
+    tokenizer = CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=list(ranks), model_max_length=max_length)
     tokenizer.save_pretrained(out_dir)
     return tokenizer
+
+
+def _bpe(parts: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """Byte-pair encoding of one word: repeatedly apply the highest-priority (lowest-rank) merge."""
+    while len(parts) > 1:
+        pairs = [(ranks.get((a, b), len(ranks)), i) for i, (a, b) in enumerate(zip(parts, parts[1:]))]
+        rank, i = min(pairs)
+        if rank == len(ranks):
+            break
+        parts = parts[:i] + [parts[i] + parts[i + 1]] + parts[i + 2 :]
+    return parts
 
 
 def build_clip(cfg: dict, vocab_size: int, image_size: int) -> CLIPModel:

@@ -141,7 +141,7 @@ def pretrain_unet(
         seed=seed,
         label="base UNet",
     )
-    fingerprint = run_fingerprint(train_cfg, json.dumps({"unet": cfg, "scheduler": scheduler_cfg}, sort_keys=True), info)
+    fingerprint = run_fingerprint(train_cfg, json.dumps({"unet": cfg, "scheduler": scheduler_cfg}, sort_keys=True), cache_dir)
     unet, metrics = train(train_cfg, cache, unet, noise_scheduler, work_dir, fingerprint)
     with atomic_dir(out_dir) as tmp:
         save_pipeline(tmp, tokenizer, text_encoder, vae, unet, noise_scheduler)

@@ -81,10 +81,28 @@ class BatchSampler:
         return np.asarray(out)
 
 
-def run_fingerprint(cfg: TrainConfig, init: str, cache_info: dict) -> str:
-    """What a checkpoint must match to be resumed: settings, starting weights, data."""
-    blob = json.dumps({"cfg": asdict(cfg), "init": init, "cache": cache_info}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def run_fingerprint(cfg: TrainConfig, init: str, cache_dir: Path) -> str:
+    """What a checkpoint must match to be resumed: settings, starting weights and data.
+
+    ``init`` identifies the starting weights (see ``content_digest``); the cache is
+    identified by its pair index and the first megabyte of its latents.
+    """
+    digest = hashlib.sha256(json.dumps({"cfg": asdict(cfg), "init": init}, sort_keys=True, default=str).encode())
+    for name in ("cache.json", "pairs.parquet"):
+        digest.update((cache_dir / name).read_bytes())
+    with open(cache_dir / "latents_w.npy", "rb") as f:
+        digest.update(f.read(1 << 20))
+    return digest.hexdigest()[:16]
+
+
+def content_digest(folder: Path) -> str:
+    """A digest of the weight files in ``folder`` (a retrained base must not resume old runs)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).rglob("*.safetensors")):
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 24), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def _latest_checkpoint(work_dir: Path, fingerprint: str) -> tuple[int, Path] | None:
@@ -115,7 +133,9 @@ def train(
     reference = None
     if objective.reference:
         weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision, torch.float32)
-        reference = copy.deepcopy(unet).requires_grad_(False).eval().to(accelerator.device, weight_dtype)
+        reference = copy.deepcopy(unet).requires_grad_(False).eval().to(accelerator.device)
+        if weight_dtype != torch.float32:  # the frozen reference runs in the mixed-precision dtype
+            reference.to(weight_dtype)
     unet.train()
     optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     lr_scheduler = get_scheduler(
