@@ -78,3 +78,20 @@ def test_unknown_source_says_how_to_provide_it(monkeypatch, tmp_path):
 def test_max_pairs_limits_the_output(small_world):
     out, _ = small_world
     assert len(prepare_pairs(out, "train", max_pairs=25).index) == 25
+
+
+def test_prompt_sets_from_every_supported_format(tmp_path, small_world):
+    from diffpo.data import read_prompts
+
+    out, _ = small_world
+    assert len(read_prompts({"source": str(out), "split": "validation_unique"})) == 20
+    assert len(read_prompts({"file": str(out / "prompts" / "ood_combinations.parquet")})) == 10
+    (tmp_path / "parti.tsv").write_text("Prompt\tCategory\na red cube\tObjects\na blue dog\tAnimals\n")
+    assert read_prompts({"file": str(tmp_path / "parti.tsv")}) == ["a red cube", "a blue dog"]
+    bench = tmp_path / "hps"
+    bench.mkdir()
+    (bench / "photo.json").write_text('["p1", "p2"]')
+    (bench / "anime.json").write_text('["a1"]')
+    assert read_prompts({"file": str(bench)}) == ["a1", "p1", "p2"]
+    with pytest.raises(DataError, match="PartiPrompts.tsv"):
+        read_prompts({"file": str(tmp_path / "missing.tsv")})

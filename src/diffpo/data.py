@@ -62,6 +62,47 @@ def read_captions(source: str | Path, split: str) -> list[str]:
     return captions
 
 
+def read_prompts(spec: dict) -> list[str]:
+    """The prompts of a prompt set: ``{source, split}`` of a Pick-a-Pic-layout source, or ``{file}``.
+
+    Files: .parquet (a ``caption`` or ``prompt`` column), PartiPrompts' .tsv (column
+    ``Prompt``), .txt (one per line), .json (a list of strings), or a folder of .json files
+    (the HPSv2 benchmark: anime, concept-art, paintings, photo; read in name order).
+    """
+    if "split" in spec:
+        return read_captions(spec["source"], spec["split"])
+    path = Path(spec["file"])
+    if not path.exists():
+        raise DataError(
+            f"prompt file {path} not found. Copy it here on a machine with internet (HPSv2 benchmark: the "
+            f"hpsv2 package's benchmark/*.json; PartiPrompts: PartiPrompts.tsv from google-research/parti)."
+        )
+    if path.is_dir():
+        files = sorted(path.glob("*.json"))
+        if not files:
+            raise DataError(f"{path} holds no .json prompt files")
+        return [p for f in files for p in read_prompts({"file": str(f)})]
+    if path.suffix == ".parquet":
+        frame = pd.read_parquet(path)
+        column = next((c for c in ("caption", "prompt", "Prompt") if c in frame), None)
+        if column is None:
+            raise DataError(f"{path}: no caption/prompt column (columns: {list(frame.columns)})")
+        return frame[column].astype(str).tolist()
+    if path.suffix == ".tsv":
+        frame = pd.read_csv(path, sep="\t")
+        if "Prompt" not in frame:
+            raise DataError(f"{path}: PartiPrompts .tsv needs a 'Prompt' column (has {list(frame.columns)})")
+        return frame["Prompt"].astype(str).tolist()
+    if path.suffix == ".json":
+        prompts = json.loads(path.read_text())
+        if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+            raise DataError(f"{path}: expected a JSON list of prompt strings")
+        return prompts
+    if path.suffix == ".txt":
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    raise DataError(f"{path}: unsupported prompt file type {path.suffix!r}")
+
+
 def decode_image(data: bytes) -> Image.Image:
     """Decode image bytes to RGB; raises ValueError for bytes that are not a whole image."""
     try:
