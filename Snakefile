@@ -4,6 +4,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/base.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/scorers.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tables.smk"
 
@@ -12,4 +13,5 @@ rule all:
     default_target: True
     input:
         "results/table1.csv",
+        "results/scorer_accuracy.csv",
         "results/figures/training_curves.png",

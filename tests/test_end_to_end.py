@@ -30,6 +30,7 @@ SMOKE = {
     "encode": {"batch_size": 128},
     "train": {"steps": 4, "batch_size": 8, "checkpoint_every": 2},
     "sample": {"num_inference_steps": 3, "images_per_prompt": 2, "batch_size": 24},
+    "scorers": {"stand_ins": {name: {"steps": 3, "batch_size": 8} for name in ("pickscore", "hpsv2", "imagereward", "aesthetic")}},
 }
 
 
@@ -49,7 +50,8 @@ def run(cmd: list[str], cwd: Path, **env) -> str:
 def digests(project: Path) -> dict[str, str]:
     out = {}
     for path in sorted((project / "results").rglob("*")):
-        if path.is_file() and "checkpoints" not in path.parts and path.name != ".gitignore":
+        # Snakemake marks directory outputs with a timestamp file; DVC writes .gitignore files.
+        if path.is_file() and "checkpoints" not in path.parts and path.name not in (".gitignore", ".snakemake_timestamp"):
             out[str(path.relative_to(project))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
 
@@ -74,28 +76,39 @@ def project(root, tmp_path_factory) -> Path:
     return dest
 
 
-def test_snakemake_builds_table1_and_dvc_reproduces_it(project):
+def test_snakemake_builds_everything_and_dvc_reproduces_it(project):
     # One thread per job in both tools: results are then identical, not merely close.
-    run(["snakemake", "--cores", "2", "--set-threads", "pretrain_unet=1", "results/table1.csv"], project)
+    run(["snakemake", "--cores", "2", "--set-threads", "pretrain_unet=1"], project)
     table = pd.read_csv(project / "results/table1.csv")
     assert table["method"].tolist() == ["base", "continued", "sft_w", "diffusion_dpo"]
     assert table["gt_preference_mean"].between(0, 1).all()
+    assert {"pickscore_mean", "hpsv2_se", "imagereward_mean", "aesthetic_mean", "paper_pickscore"} <= set(table)
+    accuracy = pd.read_csv(project / "results/scorer_accuracy.csv")
+    assert accuracy["scorer"].tolist() == ["pickscore", "hpsv2", "imagereward", "aesthetic", "ground_truth"]
+    assert accuracy["accuracy"].between(0, 1).all()
     assert (project / "results/table1.md").read_text().startswith("# Table 1")
     assert (project / "logs/train/sft_w.log").exists()
+    assert (project / "results/figures/training_curves.pdf").exists()
     manifest = yaml.safe_load((project / "results/data/manifest.json").read_text())
     assert manifest["rows_in"] == 600 and manifest["rows_skipped"] == {"invalid_label": 2, "undecodable_image": 3}
     metrics = pd.read_csv(project / "results/models/diffusion_dpo/metrics.csv")
     assert metrics["step"].tolist() == [1, 2, 3, 4] and {"loss", "implicit_acc", "mse_ref_w"} <= set(metrics)
 
+    # Changing one method's setting reruns that method's jobs and the table, nothing else.
+    params_file = project / "params.yaml"
+    original = params_file.read_text()
+    params = yaml.safe_load(original)
+    params["methods"]["sft_w"]["learning_rate"] = 2.0e-4
+    changed = yaml.safe_dump(params, sort_keys=False)
+    params_file.write_text(changed)
+    plan = planned_jobs(run(["snakemake", "--cores", "2", "--dry-run"], project))
+    assert plan == {"train": 1, "sample": 1, "evaluate": 1, "table1": 1, "training_curves": 1, "all": 1}, plan
+
+    # DVC runs the same commands on the same files: byte-identical outputs.
+    params_file.write_text(original)
     snakemake_outputs = digests(project)
     run(["dvc", "repro", "--quiet"], project, OMP_NUM_THREADS="1")
     assert digests(project) == snakemake_outputs
-
-    # Changing one method's setting reruns that method's jobs and the table, nothing else.
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["methods"]["sft_w"]["learning_rate"] = 2.0e-4
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    plan = planned_jobs(run(["snakemake", "--cores", "2", "--dry-run", "results/table1.csv"], project))
-    assert plan == {"train": 1, "sample": 1, "evaluate": 1, "table1": 1}
+    params_file.write_text(changed)
     status = run(["dvc", "status", "--json"], project)
     assert set(yaml.safe_load(status)) == {"train-sft_w"}

@@ -17,7 +17,7 @@ def test_each_method_stage_reads_only_its_own_method(root):
     for method in methods:
         params = stages[f"train-{method}"]["params"]
         assert params == ["profile", "train", f"methods.{method}"]
-    assert stage_keys("sample", model="sft_w", prompt_set="x") == stage_keys("sample")
+    assert stage_keys("sample", model="sft_w", prompt_set="x") == stage_keys("sample", prompt_set="x")
 
 
 def test_every_stage_logs_and_writes_under_results(root):

@@ -9,10 +9,18 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from diffpo.evaluation import GROUND_TRUTH, mean_and_se, per_prompt
+from diffpo.evaluation import mean_and_se, per_prompt
 from diffpo.files import atomic_path, atomic_write_text
 
-SCORE_NAMES = {"gt_preference": "GT preference", "gt_alignment": "GT alignment", "gt_aesthetic": "GT aesthetics"}
+SCORE_NAMES = {
+    "gt_preference": "GT preference",
+    "gt_alignment": "GT alignment",
+    "gt_aesthetic": "GT aesthetics",
+    "pickscore": "PickScore",
+    "hpsv2": "HPSv2",
+    "imagereward": "ImageReward",
+    "aesthetic": "Aesthetic",
+}
 PAPER_NAMES = {"pickscore": "PickScore", "hpsv2": "HPSv2", "imagereward": "ImageReward", "aesthetic": "Aesthetic"}
 
 
@@ -25,10 +33,11 @@ def score_table(score_files: dict[str, Path], labels: dict[str, str], table: str
     """One row per method: mean and standard error over prompts of each ground-truth score,
     the paired difference to ``baseline`` on the same prompts and seeds, and the paper's numbers."""
     scores = {name: pd.read_parquet(path) for name, path in score_files.items()}
-    columns = [c for c in GROUND_TRUTH if all(c in s for s in scores.values())]
+    columns = [c for c in SCORE_NAMES if all(c in s for s in scores.values())]
     base_prompts = per_prompt(scores[baseline], columns) if baseline in scores else None
     paper_cols, paper_rows = paper_numbers(table)
     rows = []
+    table_attrs = {"scorers": next(iter(scores.values())).attrs.get("scorers", {})}
     for name, frame in scores.items():
         prompts = per_prompt(frame, columns)
         row = {"method": name, "label": labels.get(name, name), "n_prompts": len(prompts), "n_images": len(frame)}
@@ -41,7 +50,9 @@ def score_table(score_files: dict[str, Path], labels: dict[str, str], table: str
         for col, value in zip(paper_cols, paper_rows.get(name, [math.nan] * len(paper_cols))):
             row[f"paper_{col}"] = value
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs.update(table_attrs)
+    return table
 
 
 def _fmt(mean: float, se: float, digits: int = 3) -> str:
@@ -54,7 +65,8 @@ def to_markdown(table: pd.DataFrame, title: str, note: str) -> str:
     view = pd.DataFrame({"Method": table["label"]})
     for col, name in SCORE_NAMES.items():
         if f"{col}_mean" in table:
-            view[name] = [_fmt(m, s) for m, s in zip(table[f"{col}_mean"], table[f"{col}_se"])]
+            digits = 3 if col.startswith("gt_") or col == "imagereward" else 2
+            view[name] = [_fmt(m, s, digits) for m, s in zip(table[f"{col}_mean"], table[f"{col}_se"])]
     if "gt_preference_delta" in table:
         view["Δ GT preference vs base"] = [
             f"{m:+.3f} ± {s:.3f}" for m, s in zip(table["gt_preference_delta"], table["gt_preference_delta_se"])
@@ -62,7 +74,22 @@ def to_markdown(table: pd.DataFrame, title: str, note: str) -> str:
     for col, name in PAPER_NAMES.items():
         if f"paper_{col}" in table:
             view[f"paper {name}"] = ["" if math.isnan(v) else f"{v:g}" for v in table[f"paper_{col}"]]
-    return f"# {title}\n\n{note}\n\n{view.to_markdown(index=False)}\n"
+    scorers = table.attrs.get("scorers", {})
+    versions = "".join(f"\n- {SCORE_NAMES[n]}: {d['version']}; score = {d['scale']}" for n, d in scorers.items())
+    return f"# {title}\n\n{note}\n{versions}\n\n{view.to_markdown(index=False)}\n"
+
+
+def accuracy_markdown(table: pd.DataFrame, note: str) -> str:
+    view = pd.DataFrame({
+        "Scorer": table["scorer"],
+        "Version": table["version"],
+        "Accuracy": [f"{a:.1%} ± {s:.1%}" for a, s in zip(table["accuracy"], table["se"])],
+        "Paper (Diffusion-DPO, Pick-a-Pic validation)": [PAPER_ACCURACY.get(s, "") for s in table["scorer"]],
+    })
+    return f"# Scorer accuracy on held-out preferences\n\n{note}\n\n{view.to_markdown(index=False)}\n"
+
+
+PAPER_ACCURACY = {"pickscore": "64.2 %", "hpsv2": "59.3 %", "aesthetic": "51.4 %"}
 
 
 def write_table(table: pd.DataFrame, csv_path: Path, md_path: Path, title: str, note: str) -> None:
@@ -93,5 +120,6 @@ def plot_training_curves(metrics_files: dict[str, Path], labels: dict[str, str],
     out_stem.parent.mkdir(parents=True, exist_ok=True)
     for suffix in (".png", ".pdf"):
         with atomic_path(out_stem.with_suffix(suffix)) as tmp:
-            fig.savefig(tmp, format=suffix[1:], dpi=150)
+            # No creation date in the PDF: a rebuilt figure is byte-identical.
+            fig.savefig(tmp, format=suffix[1:], dpi=150, metadata={"CreationDate": None} if suffix == ".pdf" else None)
     plt.close(fig)

@@ -123,31 +123,70 @@ def cmd_train(args):
 
 def cmd_sample(args):
     from diffpo.config import SampleConfig, build
-    from diffpo.data import read_captions
+    from diffpo.data import read_prompts
     from diffpo.files import write_parquet
     from diffpo.models import load_pipeline, load_sampling_scheduler
 
-    p = _params(args, "sample")
-    cfg = build(SampleConfig, p["sample"])
     from diffpo.sampling import generate
 
+    p = _params(args, "sample", prompt_set=args.prompt_set)
+    cfg = build(SampleConfig, p["sample"])
     pipe = load_pipeline(args.base, unet_source=args.unet)
-    prompts = read_captions(p["data"]["source"], args.prompt_set)
+    prompts = read_prompts(p["prompt_sets"][args.prompt_set])
     samples = generate(pipe, load_sampling_scheduler(args.base), prompts, cfg)
     write_parquet(samples, Path(args.out))
     print(f"{len(samples)} images for {len(prompts)} prompts of {args.prompt_set}")
 
 
+def _world(p: dict) -> dict | None:
+    """The world's rater weights: ground truth exists in the tiny profile only."""
+    return p["world"] if p["profile"] == "tiny" else None
+
+
+def cmd_train_scorer(args):
+    from diffpo.reward_models import read_pairs, train_stand_in
+
+    p = _params(args, "train_scorer", scorer=args.scorer)
+    stand_ins = p["scorers"]["stand_ins"]
+    cfg = {"seed": stand_ins["seed"], **stand_ins[args.scorer]}
+    pairs = read_pairs(p["data"]["source"], p["data"]["split"])
+    heldout = read_pairs(p["data"]["source"], p["scorers"]["accuracy_split"])
+    text = Path(args.text_encoder)
+    summary = train_stand_in(args.scorer, pairs, text / "clip", text / "tokenizer", cfg, Path(args.out), heldout=heldout)
+    print(json.dumps(summary, indent=2, default=str))
+
+
 def cmd_evaluate(args):
     import pandas as pd
 
-    from diffpo.evaluation import ground_truth_scores
+    from diffpo.evaluation import describe, load_scorers, score_samples
     from diffpo.files import write_parquet
 
     p = _params(args, "evaluate")
-    scores = ground_truth_scores(pd.read_parquet(args.samples), p["world"])
+    scorers = load_scorers(p, args.stand_ins)
+    scores = score_samples(pd.read_parquet(args.samples), scorers, p["scorers"]["batch_size"], _world(p))
+    scores.attrs["scorers"] = describe(scorers)
     write_parquet(scores, Path(args.out))
     print(scores.drop(columns=["caption"]).mean(numeric_only=True).to_string())
+
+
+def cmd_scorer_accuracy(args):
+    from diffpo.artifacts import accuracy_markdown
+    from diffpo.evaluation import load_scorers, scorer_accuracy
+    from diffpo.files import atomic_write_text
+    from diffpo.reward_models import read_pairs
+
+    p = _params(args, "scorer_accuracy")
+    split = p["scorers"]["accuracy_split"]
+    pairs = read_pairs(p["data"]["source"], split)
+    table = scorer_accuracy(pairs, load_scorers(p, args.stand_ins), _world(p))
+    who = "the tiny world's raters; scorers are stand-ins trained in the pipeline" if _world(p) else "Pick-a-Pic raters"
+    note = (f"Agreement with held-out preferences ({who}) on the {split} pairs of {p['data']['source']}: "
+            f"{table['n_pairs'].iloc[0]} decided pairs, {table['ties_excluded'].iloc[0]} ties excluded; "
+            f"± is the binomial standard error. Skipped rows: {pairs.skipped}.")
+    atomic_write_text(args.csv, table.to_csv(index=False, float_format="%.6g"))
+    atomic_write_text(args.md, accuracy_markdown(table, note))
+    print(Path(args.md).read_text())
 
 
 def cmd_table(args):
@@ -160,9 +199,11 @@ def cmd_table(args):
     labels = {"base": "Base model", **{m: p["methods"][m]["label"] for m in rows if m != "base"}}
     table = score_table(files, labels, "table1")
     note = (
-        "Ours: ground-truth scores of the tiny world's hidden raters (mean ± standard error over prompts; "
-        "Δ is paired on the same prompts and seeds). Paper: SePPO Table 1 (SD-1.5, Pick-a-Pic validation_unique); "
-        "an empty paper cell means the paper reports no number for that row."
+        "Ours: mean ± standard error over prompts (a prompt's images averaged first); Δ is paired with the base "
+        "model on the same prompts and seeds. In the tiny profile, GT columns are the world's hidden raters and "
+        "the learned-scorer columns are stand-ins of the same families trained in the pipeline, so their scale "
+        "is not the paper's. Paper: SePPO Table 1 (SD-1.5, Pick-a-Pic validation_unique); an empty paper cell "
+        "means the paper reports no number for that row. Scorers:"
     )
     write_table(table, Path(args.csv), Path(args.md), "Table 1: preference optimisation methods", note)
     summary = {r["method"]: {k: r[k] for k in r if k.startswith("gt_")} for r in table.to_dict("records")}
@@ -214,7 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("pretrain-unet", cmd_pretrain_unet, "--cache", "--text-encoder", "--vae", "--work", "--out", "--metrics")
     add("train", cmd_train, "--method", "--base", "--cache", "--work", "--out", "--metrics")
     add("sample", cmd_sample, "--base", "--prompt-set", "--out").add_argument("--unet", help="a trained UNet folder replacing the base UNet")
-    add("evaluate", cmd_evaluate, "--samples", "--out")
+    add("train-scorer", cmd_train_scorer, "--scorer", "--text-encoder", "--out")
+    add("evaluate", cmd_evaluate, "--samples", "--out").add_argument("--stand-ins", help="folder of trained stand-in scorers (tiny)")
+    add("scorer-accuracy", cmd_scorer_accuracy, "--csv", "--md").add_argument("--stand-ins", help="folder of trained stand-in scorers (tiny)")
     add("table", cmd_table, "--csv", "--md", "--json").add_argument("--scores", nargs="+", required=True, metavar="METHOD=PATH")
     add("figures", cmd_figures, "--out").add_argument("--metrics", nargs="+", required=True, metavar="METHOD=PATH")
     dvc = sub.add_parser("dvc-yaml", help="print dvc.yaml generated from the Snakemake DAG")
@@ -231,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
         Path(args.log).parent.mkdir(parents=True, exist_ok=True)
         log = open(args.log, "w")
         sys.stdout, sys.stderr = _Tee(sys.__stdout__, log), _Tee(sys.__stderr__, log)
-    if args.command not in ("world", "prepare", "evaluate", "table", "figures", "dvc-yaml"):
+    if args.command not in ("world", "prepare", "table", "figures", "dvc-yaml"):
         _set_torch_threads()  # the light stages never import torch: 7-10 s saved per job
     start = time.time()
     args.func(args)

@@ -1,10 +1,15 @@
 """Scoring generated images; per-image scores are stored so tables never score twice.
 
-The tiny profile's ground truth is the world's hidden raters (diffpo.world): prompt
-alignment, aesthetics and their weighted sum, the preference the raters maximise.
+Learned scorers (PickScore, HPSv2, ImageReward, aesthetic) are the real checkpoints in the
+paper profile and stand-ins trained on the world's raters in the tiny profile; the tiny
+profile adds the world's ground truth: prompt alignment, aesthetics and their weighted sum,
+the preference the hidden raters maximise. Each scorer's name, version and scale are stored
+in the score file's metadata, beside the numbers.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,19 +19,75 @@ from diffpo.sampling import from_png
 GROUND_TRUTH = ("gt_preference", "gt_alignment", "gt_aesthetic")
 
 
-def ground_truth_scores(samples: pd.DataFrame, world_params: dict) -> pd.DataFrame:
-    """The world's ground-truth scores of every sampled image, beside its prompt and seed."""
+def load_scorers(params: dict, stand_in_dir: Path | None = None) -> dict:
+    """The configured scorers: stand-ins from ``stand_in_dir`` (tiny) or the real checkpoints (paper)."""
+    names = params["scorers"]["names"]
+    if params["profile"] == "tiny":
+        from diffpo.reward_models import load_stand_in
+
+        return {name: load_stand_in(Path(stand_in_dir) / name) for name in names}
+    from diffpo.scorers import build_scorer
+
+    return {name: build_scorer(name, **params["scorers"]["sources"].get(name, {})) for name in names}
+
+
+def describe(scorers: dict) -> dict:
+    return {name: {"version": s.version, "scale": s.scale} for name, s in scorers.items()}
+
+
+def score_images(images: np.ndarray, captions: list[str], scorers: dict, batch_size: int,
+                 world_params: dict | None = None) -> pd.DataFrame:
+    """One column per learned scorer, plus the ground truth where a world defines it."""
+    columns = {}
+    if world_params is not None:
+        columns.update(ground_truth(images, captions, world_params))
+    for name, scorer in scorers.items():
+        columns[name] = scorer.score(images, captions, batch_size=batch_size)
+    return pd.DataFrame(columns)
+
+
+def score_samples(samples: pd.DataFrame, scorers: dict, batch_size: int, world_params: dict | None = None) -> pd.DataFrame:
+    """Per-image scores of sampled images, beside their prompt and seed (PNG bytes dropped)."""
+    images = np.stack([from_png(b) for b in samples["png"]])
+    scores = score_images(images, samples["caption"].tolist(), scorers, batch_size, world_params)
+    return pd.concat([samples.drop(columns=["png"]).reset_index(drop=True), scores], axis=1)
+
+
+def ground_truth(images: np.ndarray, captions: list[str], world_params: dict) -> dict[str, np.ndarray]:
+    """The world's hidden-rater utility and its two parts."""
     from diffpo import world
 
-    images = np.stack([from_png(b) for b in samples["png"]])
-    captions = samples["caption"].tolist()
-    scores = samples.drop(columns=["png"]).copy()
+    scores = {}
     scores["gt_preference"] = world.preference_score(
         images, captions, world_params["alignment_weight"], world_params["aesthetic_weight"]
     )
     scores["gt_alignment"] = world.alignment_score(images, captions)
     scores["gt_aesthetic"] = world.aesthetic_score(images)
     return scores
+
+
+def scorer_accuracy(pairs, scorers: dict, world_params: dict | None = None) -> pd.DataFrame:
+    """Each scorer's agreement with held-out rated pairs (ties excluded), as Diffusion-DPO's table."""
+    from diffpo.reward_models import preference_accuracy
+
+    decided = pairs.label_0 != 0.5
+    rows = []
+    for name, scorer in scorers.items():
+        accuracy = preference_accuracy(scorer, pairs.images_0, pairs.images_1, pairs.captions, pairs.label_0)
+        rows.append({"scorer": name, "version": scorer.version, "accuracy": accuracy})
+    if world_params is not None:
+        # The raters' own utility: the ceiling set by their Bradley-Terry noise.
+        u0 = ground_truth(pairs.images_0, pairs.captions, world_params)["gt_preference"]
+        u1 = ground_truth(pairs.images_1, pairs.captions, world_params)["gt_preference"]
+        correct = np.where(u0 == u1, 0.5, (u0 > u1) == (pairs.label_0 == 1))
+        rows.append({"scorer": "ground_truth", "version": "the world's rater utility (ceiling)",
+                     "accuracy": float(correct[decided].mean())})
+    table = pd.DataFrame(rows)
+    n = int(decided.sum())
+    table["n_pairs"] = n
+    table["se"] = np.sqrt(table["accuracy"] * (1 - table["accuracy"]) / n)
+    table["ties_excluded"] = int((~decided).sum())
+    return table
 
 
 def per_prompt(scores: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

@@ -191,7 +191,7 @@ def train(
             row = {"step": step + 1, "lr": lr_scheduler.get_last_lr()[0], **logged}
             if accelerator.is_main_process:
                 if writer is None:
-                    writer = csv.DictWriter(metrics_file, fieldnames=list(row))
+                    writer = csv.DictWriter(metrics_file, fieldnames=list(row), lineterminator="\n")
                     if metrics_file.tell() == 0:
                         writer.writeheader()
                 writer.writerow(row)

@@ -14,6 +14,8 @@ TINY = config["profile"] == "tiny"
 METHODS = list(config["methods"])
 MODELS = ["base"] + METHODS
 PROMPT_SET = config["sample"]["prompt_set"]
+PROMPT_SETS = list(config["prompt_sets"])
+SCORERS = config["scorers"]["names"]
 CLI = "python -m diffpo"
 
 # Each rule re-runs when its code changes, in Snakemake as in DVC.
@@ -51,6 +53,11 @@ def text_encoder_source():
 
 def vae_source():
     return "results/base/autoencoder" if TINY else config["base"]["pretrained"]
+
+
+def stand_ins():
+    """The trained stand-in scorers every evaluation needs (tiny profile only)."""
+    return expand("results/scorers/{scorer}", scorer=SCORERS) if TINY else []
 
 
 def unet_of(model):

@@ -6,12 +6,14 @@ rule sample:
         code("sampling", "models", "data"),
         base_inputs(),
         unet=lambda wc: unet_of(wc.model),
+        prompts=[data_source()] if TINY else [],
     output:
         "results/samples/{model}/{prompt_set}.parquet",
     wildcard_constraints:
         model="|".join(MODELS),
+        prompt_set="|".join(PROMPT_SETS),
     params:
-        param_keys=keys("sample"),
+        param_keys=lambda wc: keys("sample", prompt_set=wc.prompt_set),
         values=values("sample"),
         base=base_model(),
         unet=lambda wc, input: f"--unet {input.unet}" if input.unet else "",
@@ -27,16 +29,20 @@ rule sample:
 
 rule evaluate:
     input:
-        code("evaluation", "world", "sampling"),
+        code("evaluation", "world", "sampling", "reward_models", "scorers"),
         samples="results/samples/{model}/{prompt_set}.parquet",
+        scorers=stand_ins(),
     output:
         "results/scores/{model}/{prompt_set}.parquet",
     params:
         param_keys=keys("evaluate"),
         values=values("evaluate"),
+        stand_ins="--stand-ins results/scorers" if TINY else "",
+    resources:
+        gpu=0 if TINY else 1,
     log:
         "logs/evaluate/{model}/{prompt_set}.log",
     benchmark:
         "benchmarks/evaluate/{model}/{prompt_set}.tsv"
     shell:
-        "{CLI} evaluate --samples {input.samples} --out {output} --log {log}"
+        "{CLI} evaluate --samples {input.samples} {params.stand_ins} --out {output} --log {log}"

@@ -1,0 +1,45 @@
+# Learned reward models: tiny-profile stand-ins trained on the world's raters, and every
+# scorer's agreement with held-out preferences. The paper profile loads the real checkpoints.
+
+if TINY:
+
+    rule train_scorer:
+        input:
+            code("reward_models", "scorers", "world", "data"),
+            source=data_source(),
+            text_encoder="results/base/text",
+        output:
+            directory("results/scorers/{scorer}"),
+        wildcard_constraints:
+            scorer="|".join(SCORERS),
+        params:
+            param_keys=lambda wc: keys("train_scorer", scorer=wc.scorer),
+            values=values("train_scorer"),
+        log:
+            "logs/train_scorer/{scorer}.log",
+        benchmark:
+            "benchmarks/train_scorer/{scorer}.tsv"
+        shell:
+            "{CLI} train-scorer --scorer {wildcards.scorer} --text-encoder {input.text_encoder} --out {output} --log {log}"
+
+
+rule scorer_accuracy:
+    input:
+        code("evaluation", "reward_models", "scorers", "artifacts", "world"),
+        source=[data_source()] if TINY else [],
+        scorers=stand_ins(),
+    output:
+        csv="results/scorer_accuracy.csv",
+        md="results/scorer_accuracy.md",
+    params:
+        param_keys=keys("scorer_accuracy"),
+        values=values("scorer_accuracy"),
+        stand_ins="--stand-ins results/scorers" if TINY else "",
+    resources:
+        gpu=0 if TINY else 1,
+    log:
+        "logs/scorer_accuracy.log",
+    benchmark:
+        "benchmarks/scorer_accuracy.tsv"
+    shell:
+        "{CLI} scorer-accuracy {params.stand_ins} --csv {output.csv} --md {output.md} --log {log}"
