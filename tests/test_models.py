@@ -90,3 +90,17 @@ def test_sampling_is_seeded_per_prompt_or_once(tiny_pipeline):
     again = generate(pipe, load_sampling_scheduler(tiny_pipeline), prompts, per_prompt)
     assert len(first) == 4 and first["png"].tolist() == again["png"].tolist()
     assert first["prompt_id"].tolist() == [0, 0, 1, 1]
+
+
+@pytest.mark.parametrize("sampler", ["pndm", "euler", "dpm_solver"])
+def test_every_configured_sampler_runs_on_the_base_schedule(tiny_pipeline, sampler):
+    cfg = SampleConfig(3, 3.0, 1, 0, "per_prompt", 2, "x", scheduler=sampler, resolution=16)
+    scheduler = load_sampling_scheduler(tiny_pipeline, sampler)
+    assert type(scheduler).__name__.lower().startswith(sampler.split("_")[0][:4])
+    images = generate(load_pipeline(tiny_pipeline), scheduler, ["a red circle on the left, white background"], cfg)
+    assert len(images) == 1
+
+
+def test_unknown_sampler_is_a_clear_error(tiny_pipeline):
+    with pytest.raises(ValueError, match="unknown sampler 'magic'; known: ddim, pndm"):
+        load_sampling_scheduler(tiny_pipeline, "magic")

@@ -2,7 +2,7 @@
 
 import torch
 
-from diffpo.objectives import diffusion_dpo_loss, per_sample_mse, sft_loss
+from diffpo.objectives import diffusion_dpo_loss, per_sample_mse, self_entropy, seppo_loss, sft_loss
 
 
 def t(*values):
@@ -45,3 +45,46 @@ def test_diffusion_dpo_at_the_reference_is_log_2():
     # d/d mse_w of -logsigmoid(-0.5 b (w - l)) at 0 = 0.5 * 0.5 * b / 2 (mean over 2 pairs) = 250
     assert torch.allclose(mse_w.grad, torch.full((2,), 250.0))
     assert torch.allclose(mse_l.grad, torch.full((2,), -250.0))
+
+
+def test_see_diffusion_dpo_by_hand():
+    # gamma 0.5 scales the policy term: pair 0 model_diff 1.5 * -0.2 = -0.3, minus ref -0.05 -> inside 1.25
+    # pair 1: 1.5 * 0.1 = 0.15 -> inside -0.75; loss = (log(1+e^-1.25) + log(1+e^0.75)) / 2 = 0.694400
+    loss, _ = diffusion_dpo_loss(t(0.3, 0.2), t(0.5, 0.1), t(0.4, 0.1), t(0.45, 0.1), beta=10.0, gamma=0.5)
+    assert abs(loss.item() - 0.694400) < 1e-5
+
+
+def test_gamma_zero_is_diffusion_dpo_bit_for_bit():
+    torch.manual_seed(0)
+    errors = [torch.rand(16) for _ in range(4)]
+    base, _ = diffusion_dpo_loss(*errors, beta=2000.0)
+    see, _ = diffusion_dpo_loss(*errors, beta=2000.0, gamma=0.0)
+    assert torch.equal(base, see)
+    assert torch.equal(self_entropy(errors[0], 0.0), errors[0])
+
+
+def test_seppo_aaf_branches_by_hand():
+    # pair 0: pos = 0.3 - 0.4 < 0 -> sign -1 (DPO): inside = -5 * ((0.3 - 0.5) - (0.4 - 0.45)) = 0.75
+    # pair 1: pos = 0.2 - 0.1 > 0 -> AAF flips to +1: inside = -5 * ((0.2 + 0.1) - (0.1 + 0.3)) = 0.5
+    #         indicator drops the loser: inside = -5 * (0.2 - 0.1) = -0.5
+    #         off keeps DPO: inside = -5 * ((0.2 - 0.1) - (0.1 - 0.3)) = -1.5
+    args = (t(0.3, 0.2), t(0.5, 0.1), t(0.4, 0.1), t(0.45, 0.3))
+    expected = {"sign": 0.430474, "indicator": 0.680474, "off": 1.044142}
+    for mode, value in expected.items():
+        loss, metrics = seppo_loss(*args, beta=10.0, aaf=mode)
+        assert abs(loss.item() - value) < 1e-5, mode
+    assert seppo_loss(*args, beta=10.0, aaf="sign")[1]["aaf_rate"].item() == 0.5
+    assert seppo_loss(*args, beta=10.0, aaf="off")[1]["aaf_rate"].item() == 1.0
+
+
+def test_seppo_without_aaf_is_diffusion_dpo():
+    torch.manual_seed(1)
+    errors = [torch.rand(8) for _ in range(4)]
+    assert torch.allclose(seppo_loss(*errors, beta=500.0, aaf="off")[0], diffusion_dpo_loss(*errors, beta=500.0)[0])
+
+
+def test_unknown_aaf_mode_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown AAF mode 'maybe'"):
+        seppo_loss(t(0.1), t(0.1), t(0.1), t(0.1), beta=1.0, aaf="maybe")

@@ -133,7 +133,7 @@ def cmd_sample(args):
     cfg = build(SampleConfig, p["sample"])
     pipe = load_pipeline(args.base, unet_source=args.unet)
     prompts = read_prompts(p["prompt_sets"][args.prompt_set])
-    samples = generate(pipe, load_sampling_scheduler(args.base), prompts, cfg)
+    samples = generate(pipe, load_sampling_scheduler(args.base, cfg.scheduler), prompts, cfg)
     write_parquet(samples, Path(args.out))
     print(f"{len(samples)} images for {len(prompts)} prompts of {args.prompt_set}")
 
@@ -159,15 +159,22 @@ def cmd_train_scorer(args):
 def cmd_evaluate(args):
     import pandas as pd
 
-    from diffpo.evaluation import describe, load_scorers, score_samples
+    from diffpo.diversity import diversity_table
+    from diffpo.evaluation import decode_samples, describe, load_scorers, score_samples
     from diffpo.files import write_parquet
 
     p = _params(args, "evaluate")
+    samples = pd.read_parquet(args.samples)
+    images = decode_samples(samples)
     scorers = load_scorers(p, args.stand_ins)
-    scores = score_samples(pd.read_parquet(args.samples), scorers, p["scorers"]["batch_size"], _world(p))
+    scores = score_samples(samples, images, scorers, p["scorers"]["batch_size"], _world(p))
     scores.attrs["scorers"] = describe(scorers)
     write_parquet(scores, Path(args.out))
+    # Diversity between a prompt's images (SEE-DPO); needs several images per prompt.
+    diversity = diversity_table(images, samples["prompt_id"].to_numpy())
+    write_parquet(diversity, Path(args.diversity))
     print(scores.drop(columns=["caption"]).mean(numeric_only=True).to_string())
+    print(f"diversity over {len(diversity)} prompts:\n{diversity.drop(columns=['prompt_id']).mean().to_string()}")
 
 
 def cmd_scorer_accuracy(args):
@@ -221,6 +228,15 @@ def cmd_figures(args):
     plot_training_curves(files, labels, Path(args.out))
 
 
+def cmd_benchmark(args):
+    from diffpo.benchmark import run
+    from diffpo.config import load_params
+
+    table = run(load_params(args.params), repeats=args.repeats)
+    print(table.to_markdown(index=False, floatfmt=".3f"))
+    print(f"peak resident memory {table.attrs['peak_rss_mb']:.0f} MB, {table.attrs['threads']} torch threads")
+
+
 def cmd_dvc_yaml(args):
     from diffpo.workflow import dvc_yaml
 
@@ -256,10 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("train", cmd_train, "--method", "--base", "--cache", "--work", "--out", "--metrics")
     add("sample", cmd_sample, "--base", "--prompt-set", "--out").add_argument("--unet", help="a trained UNet folder replacing the base UNet")
     add("train-scorer", cmd_train_scorer, "--scorer", "--text-encoder", "--out")
-    add("evaluate", cmd_evaluate, "--samples", "--out").add_argument("--stand-ins", help="folder of trained stand-in scorers (tiny)")
+    add("evaluate", cmd_evaluate, "--samples", "--out", "--diversity").add_argument("--stand-ins", help="folder of trained stand-in scorers (tiny)")
     add("scorer-accuracy", cmd_scorer_accuracy, "--csv", "--md").add_argument("--stand-ins", help="folder of trained stand-in scorers (tiny)")
     add("table", cmd_table, "--csv", "--md", "--json").add_argument("--scores", nargs="+", required=True, metavar="METHOD=PATH")
     add("figures", cmd_figures, "--out").add_argument("--metrics", nargs="+", required=True, metavar="METHOD=PATH")
+    bench = sub.add_parser("benchmark", help="print the speed and memory of training steps and sampling")
+    bench.add_argument("--params", default="params.yaml")
+    bench.add_argument("--repeats", type=int, default=10)
+    bench.set_defaults(func=cmd_benchmark, log=None)
     dvc = sub.add_parser("dvc-yaml", help="print dvc.yaml generated from the Snakemake DAG")
     dvc.add_argument("--root", default=".")
     dvc.add_argument("--targets", nargs="+", default=["all"])

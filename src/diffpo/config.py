@@ -127,6 +127,7 @@ class TrainConfig:
     mixed_precision: str = "no"
     seed: int = 0
     beta: float | None = None
+    gamma: float = 0.0  # SEE-DPO's self-entropy weight; 0 is the base method
     label: str = ""
 
     def __post_init__(self):
@@ -140,6 +141,8 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SampleConfig:
+    """The sampling protocol (FACTS.md section 4); ``resolution`` None means the model's own."""
+
     num_inference_steps: int
     guidance_scale: float
     images_per_prompt: int
@@ -147,3 +150,5 @@ class SampleConfig:
     seed_policy: str
     batch_size: int
     prompt_set: str
+    scheduler: str = "ddim"
+    resolution: int | None = None

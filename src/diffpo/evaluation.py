@@ -46,9 +46,13 @@ def score_images(images: np.ndarray, captions: list[str], scorers: dict, batch_s
     return pd.DataFrame(columns)
 
 
-def score_samples(samples: pd.DataFrame, scorers: dict, batch_size: int, world_params: dict | None = None) -> pd.DataFrame:
+def decode_samples(samples: pd.DataFrame) -> np.ndarray:
+    return np.stack([from_png(b) for b in samples["png"]])
+
+
+def score_samples(samples: pd.DataFrame, images: np.ndarray, scorers: dict, batch_size: int,
+                  world_params: dict | None = None) -> pd.DataFrame:
     """Per-image scores of sampled images, beside their prompt and seed (PNG bytes dropped)."""
-    images = np.stack([from_png(b) for b in samples["png"]])
     scores = score_images(images, samples["caption"].tolist(), scorers, batch_size, world_params)
     return pd.concat([samples.drop(columns=["png"]).reset_index(drop=True), scores], axis=1)
 

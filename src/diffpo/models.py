@@ -11,7 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    PNDMScheduler,
+    UNet2DConditionModel,
+)
 from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel, CLIPTokenizer, CLIPVisionConfig
 
 
@@ -66,8 +74,21 @@ def load_noise_scheduler(source: str | Path) -> DDPMScheduler:
     return _load(DDPMScheduler, source, "scheduler", "noise scheduler")
 
 
-def load_sampling_scheduler(source: str | Path) -> DDIMScheduler:
-    return _load(DDIMScheduler, source, "scheduler", "sampling scheduler")
+SAMPLERS = {
+    "ddim": DDIMScheduler,                      # eta = 0; the tiny profile and SPO's evaluation
+    "pndm": PNDMScheduler,                      # SD-1.5's default, used by SePPO's released script
+    "euler": EulerDiscreteScheduler,
+    "dpm_solver": DPMSolverMultistepScheduler,
+}
+
+
+def load_sampling_scheduler(source: str | Path, name: str = "ddim"):
+    """The base model's noise schedule, driven by the sampler ``name`` (one of SAMPLERS)."""
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}")
+    # SD-1.5's scheduler config skips PNDM's Runge-Kutta warm-up; the tiny base's config has no such key.
+    options = {"skip_prk_steps": True} if name == "pndm" else {}
+    return _load(SAMPLERS[name], source, "scheduler", f"{name} sampling scheduler", **options)
 
 
 @dataclass

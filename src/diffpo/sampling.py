@@ -1,4 +1,4 @@
-"""Sampling: DDIM with classifier-free guidance, seeded per prompt or once per run."""
+"""Sampling with classifier-free guidance (DDIM by default), seeded per prompt or once per run."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import io
 import numpy as np
 import pandas as pd
 import torch
-from diffusers import DDIMScheduler
 from PIL import Image
 from tqdm import tqdm
 
@@ -34,29 +33,33 @@ def initial_noise(n_prompts: int, cfg: SampleConfig, shape: tuple[int, ...]) -> 
 @torch.no_grad()
 def denoise(
     pipe: Pipeline,
-    scheduler: DDIMScheduler,
+    scheduler,
     latents: torch.Tensor,
     prompt_embeds: torch.Tensor,
     uncond_embeds: torch.Tensor,
     num_inference_steps: int,
     guidance_scale: float,
 ) -> torch.Tensor:
-    """The DDIM (eta = 0) reverse process with classifier-free guidance; returns clean latents."""
+    """The reverse process with classifier-free guidance; returns clean latents.
+
+    Any diffusers scheduler (DDIM with eta = 0, PNDM, Euler, DPM-Solver) drives the loop.
+    """
     device = pipe.unet.device
     dtype = pipe.unet.dtype
     scheduler.set_timesteps(num_inference_steps, device=device)
     latents = latents.to(device, dtype) * scheduler.init_noise_sigma
     context = torch.cat([uncond_embeds.expand_as(prompt_embeds), prompt_embeds]).to(device, dtype)
     for t in scheduler.timesteps:
-        eps_uncond, eps_text = pipe.unet(torch.cat([latents, latents]), t, context).sample.chunk(2)
+        model_input = scheduler.scale_model_input(torch.cat([latents, latents]), t)
+        eps_uncond, eps_text = pipe.unet(model_input, t, context).sample.chunk(2)
         eps = eps_uncond + guidance_scale * (eps_text - eps_uncond)
         latents = scheduler.step(eps, t, latents).prev_sample
     return latents
 
 
-def generate(pipe: Pipeline, scheduler: DDIMScheduler, prompts: list[str], cfg: SampleConfig) -> pd.DataFrame:
+def generate(pipe: Pipeline, scheduler, prompts: list[str], cfg: SampleConfig) -> pd.DataFrame:
     """``images_per_prompt`` images for every prompt, as a table with PNG bytes."""
-    size = pipe.unet.config.sample_size
+    size = cfg.resolution // pipe.vae_scale_factor if cfg.resolution else pipe.unet.config.sample_size
     shape = (pipe.unet.config.in_channels, size, size)
     noise = initial_noise(len(prompts), cfg, shape)
     embeds = encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts)

@@ -45,7 +45,7 @@ OBJECTIVES: dict[str, Objective] = {
     "diffusion_dpo": Objective(
         pairs=True,
         reference=True,
-        loss=lambda cfg, policy, ref: diffusion_dpo_loss(*policy.chunk(2), *ref.chunk(2), beta=cfg.beta),
+        loss=lambda cfg, policy, ref: diffusion_dpo_loss(*policy.chunk(2), *ref.chunk(2), beta=cfg.beta, gamma=cfg.gamma),
     ),
 }
 
@@ -153,12 +153,14 @@ def train(
         unet.load_state_dict(load_file(ckpt / "unet.safetensors"))
         optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
         lr_scheduler.load_state_dict(torch.load(ckpt / "lr_scheduler.pt", weights_only=True))
-        _truncate_metrics(metrics_path, start)
+        if accelerator.is_main_process:
+            _truncate_metrics(metrics_path, start)
         accelerator.print(f"resuming from {ckpt} (step {start} of {cfg.steps})")
-    else:
+    elif accelerator.is_main_process:
         for stale in work_dir.glob("checkpoint-*"):
             shutil.rmtree(stale)  # another configuration's checkpoints: never resume from them
         metrics_path.unlink(missing_ok=True)
+    accelerator.wait_for_everyone()
     unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
 
     sampler = BatchSampler(cache.images("both" if cfg.images == "both" else "pairs"), cfg.batch_size, cfg.seed)

@@ -12,6 +12,7 @@ if TINY:
         params:
             param_keys=keys("pretrain_text_encoder"),
             values=values("pretrain_text_encoder"),
+        priority: 10  # on the critical path: base model first, scorers and the rest after
         log:
             "logs/pretrain_text_encoder.log",
         benchmark:
@@ -28,6 +29,7 @@ if TINY:
         params:
             param_keys=keys("pretrain_vae"),
             values=values("pretrain_vae"),
+        priority: 10  # on the critical path: base model first, scorers and the rest after
         log:
             "logs/pretrain_vae.log",
         benchmark:
@@ -49,6 +51,7 @@ if TINY:
             values=values("pretrain_unet"),
             work="results/checkpoints/base",
         threads: workflow.cores
+        priority: 10  # on the critical path: base model first, scorers and the rest after
         log:
             "logs/pretrain_unet.log",
         benchmark:

@@ -50,6 +50,7 @@ rule encode:
         vae=vae_source(),
     resources:
         gpu=0 if TINY else 1,
+    priority: 10  # on the critical path: base model first, scorers and the rest after
     log:
         "logs/encode.log",
     benchmark:

@@ -33,7 +33,8 @@ rule evaluate:
         samples="results/samples/{model}/{prompt_set}.parquet",
         scorers=stand_ins(),
     output:
-        "results/scores/{model}/{prompt_set}.parquet",
+        scores="results/scores/{model}/{prompt_set}.parquet",
+        diversity="results/diversity/{model}/{prompt_set}.parquet",
     params:
         param_keys=keys("evaluate"),
         values=values("evaluate"),
@@ -45,4 +46,5 @@ rule evaluate:
     benchmark:
         "benchmarks/evaluate/{model}/{prompt_set}.tsv"
     shell:
-        "{CLI} evaluate --samples {input.samples} {params.stand_ins} --out {output} --log {log}"
+        "{CLI} evaluate --samples {input.samples} {params.stand_ins} --out {output.scores}"
+        " --diversity {output.diversity} --log {log}"
