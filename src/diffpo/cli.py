@@ -103,6 +103,8 @@ def cmd_pretrain_unet(args):
 
 
 def cmd_train(args):
+    from accelerate import PartialState
+
     from diffpo.config import TrainConfig, build, method_settings
     from diffpo.data import EncodedPairs
     from diffpo.files import atomic_path
@@ -116,9 +118,10 @@ def cmd_train(args):
     base_unet = Path(args.base) / "unet"
     fingerprint = run_fingerprint(cfg, content_digest(base_unet) if base_unet.exists() else args.base, Path(args.cache))
     unet, metrics = train(cfg, cache, unet, load_noise_scheduler(args.base), Path(args.work), fingerprint)
-    save_unet(unet, Path(args.out))
-    with atomic_path(args.metrics) as tmp:
-        tmp.write_bytes(Path(metrics).read_bytes())
+    if PartialState().is_main_process:  # one writer under `accelerate launch`
+        save_unet(unet, Path(args.out))
+        with atomic_path(args.metrics) as tmp:
+            tmp.write_bytes(Path(metrics).read_bytes())
 
 
 def cmd_sample(args):
@@ -126,7 +129,6 @@ def cmd_sample(args):
     from diffpo.data import read_prompts
     from diffpo.files import write_parquet
     from diffpo.models import load_pipeline, load_sampling_scheduler
-
     from diffpo.sampling import generate
 
     p = _params(args, "sample", prompt_set=args.prompt_set)
