@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 import pandas as pd
@@ -55,6 +56,37 @@ def denoise(
         eps = eps_uncond + guidance_scale * (eps_text - eps_uncond)
         latents = scheduler.step(eps, t, latents).prev_sample
     return latents
+
+
+def ddim_step_with_logprob(
+    scheduler,
+    eps: torch.Tensor,
+    t: int,
+    x_t: torch.Tensor,
+    eta: float = 1.0,
+    x_prev: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One DDIM step (FACTS.md section 2, as D3PO / SPO / DDPO use it) and its log-probability.
+
+    std_t = eta * sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)),
+    mean  = sqrt(a_prev) * x0_hat + sqrt(1 - a_prev - std_t^2) * eps,
+    log p(x_prev | x_t) = mean over C, H, W of the Gaussian log-density (a MEAN, as the
+    published beta and clip values assume). ``x_prev`` given: its log-probability under the
+    step (training); otherwise a sample is drawn (rollout). Needs eta > 0.
+    """
+    step = scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+    a_t = scheduler.alphas_cumprod[t]
+    prev = t - step
+    a_prev = scheduler.alphas_cumprod[prev] if prev >= 0 else scheduler.final_alpha_cumprod
+    std = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)) ** 0.5
+    x0_hat = (x_t - (1 - a_t) ** 0.5 * eps) / a_t**0.5
+    mean = a_prev**0.5 * x0_hat + (1 - a_prev - std**2) ** 0.5 * eps
+    if x_prev is None:
+        noise = torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype).to(x_t.device)
+        x_prev = mean + std * noise
+    log_prob = -((x_prev.detach() - mean) ** 2) / (2 * std**2) - torch.log(std) - 0.5 * math.log(2 * math.pi)
+    return x_prev, log_prob.mean(dim=tuple(range(1, x_t.ndim)))
 
 
 def generate(pipe: Pipeline, scheduler, prompts: list[str], cfg: SampleConfig) -> pd.DataFrame:
