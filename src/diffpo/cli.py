@@ -215,7 +215,7 @@ def cmd_table(args):
         "means the paper reports no number for that row. Scorers:"
     )
     write_table(table, Path(args.csv), Path(args.md), "Table 1: preference optimisation methods", note)
-    summary = {r["method"]: {k: r[k] for k in r if k.startswith("gt_")} for r in table.to_dict("records")}
+    summary = {r["method"]: {k: r[k] for k in r if k.endswith(("_mean", "_se", "_delta"))} for r in table.to_dict("records")}
     atomic_write_text(args.json, json.dumps(summary, indent=2) + "\n")
     print(Path(args.md).read_text())
 
