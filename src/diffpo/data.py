@@ -141,49 +141,64 @@ class PreparedPairs:
     manifest: dict
 
 
-def prepare_pairs(source: str | Path, split: str, max_pairs: int | None = None) -> PreparedPairs:
-    """Drop ties, invalid labels and undecodable images, put the winner first, count everything."""
-    rows_in, skipped, kept = 0, Counter(), []
+def iter_rated_pairs(source: str | Path, split: str, skipped: Counter, keep_ties: bool = False):
+    """Yield (shard name, row, record, image 0, image 1) for every usable row, in shard order.
+
+    Rows with an invalid label, an empty caption or an undecodable image are skipped and
+    counted in ``skipped`` by reason (ties too, unless ``keep_ties``); ``skipped["rows_in"]``
+    counts the rows read. Data preparation, the scorers' training data and their accuracy
+    all read pairs through here, so they skip the same rows for the same reasons.
+    """
     for shard in list_shards(source, split):
         schema = pq.read_schema(shard)
         missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
         if missing:
             raise DataError(f"{shard}: missing columns {missing} (Pick-a-Pic v2 layout expected)")
         table = pq.read_table(shard).to_pandas()
-        rows_in += len(table)
-        keep, counts = remove_ties(table)
-        skipped["tie"] += counts["tie"]
-        skipped["invalid_label"] += counts["invalid_label"]
-        for row in np.flatnonzero(keep.to_numpy()):
+        skipped["rows_in"] += len(table)
+        if keep_ties:
+            valid = [label_outcome(a, b) != "invalid" for a, b in zip(table["label_0"], table["label_1"])]
+            skipped["invalid_label"] += len(valid) - sum(valid)
+        else:
+            keep, counts = remove_ties(table)
+            valid = keep.tolist()
+            skipped["tie"] += counts["tie"]
+            skipped["invalid_label"] += counts["invalid_label"]
+        for row in np.flatnonzero(valid):
             record = table.iloc[row]
             if not isinstance(record["caption"], str) or not record["caption"].strip():
                 skipped["empty_caption"] += 1
                 continue
             try:
-                decode_image(record["jpg_0"])
-                decode_image(record["jpg_1"])
+                image_0, image_1 = decode_image(record["jpg_0"]), decode_image(record["jpg_1"])
             except ValueError:
                 skipped["undecodable_image"] += 1
                 continue
-            swapped = record["label_0"] == 0.0
-            w, l = ("1", "0") if swapped else ("0", "1")
-            kept.append(
-                {
-                    "shard": shard.name,
-                    "row": int(row),
-                    "swapped": bool(swapped),
-                    "caption": record["caption"],
-                    "uid_w": str(record.get(f"image_{w}_uid", "")),
-                    "uid_l": str(record.get(f"image_{l}_uid", "")),
-                    "model_w": str(record.get(f"model_{w}", "")),
-                    "model_l": str(record.get(f"model_{l}", "")),
-                    "ranking_id": int(record.get("ranking_id", -1)),
-                }
-            )
-            if max_pairs and len(kept) >= max_pairs:
-                break
+            yield shard.name, int(row), record, image_0, image_1
+
+
+def prepare_pairs(source: str | Path, split: str, max_pairs: int | None = None) -> PreparedPairs:
+    """Drop ties, invalid labels and undecodable images, put the winner first, count everything."""
+    skipped, kept = Counter(), []
+    for shard_name, row, record, _, _ in iter_rated_pairs(source, split, skipped):
+        swapped = record["label_0"] == 0.0
+        w, l = ("1", "0") if swapped else ("0", "1")
+        kept.append(
+            {
+                "shard": shard_name,
+                "row": row,
+                "swapped": bool(swapped),
+                "caption": record["caption"],
+                "uid_w": str(record.get(f"image_{w}_uid", "")),
+                "uid_l": str(record.get(f"image_{l}_uid", "")),
+                "model_w": str(record.get(f"model_{w}", "")),
+                "model_l": str(record.get(f"model_{l}", "")),
+                "ranking_id": int(record.get("ranking_id", -1)),
+            }
+        )
         if max_pairs and len(kept) >= max_pairs:
             break
+    rows_in = skipped.pop("rows_in", 0)
     index = pd.DataFrame(kept)
     if index.empty:
         raise DataError(f"no usable pairs in {source} split {split}: {dict(skipped)}")

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
@@ -36,7 +36,7 @@ from torch import nn
 from transformers import CLIPModel, CLIPTokenizer
 
 from diffpo import world
-from diffpo.data import DataError, decode_image, image_to_tensor, label_outcome, list_shards
+from diffpo.data import DataError, image_to_tensor, iter_rated_pairs
 from diffpo.files import atomic_dir
 from diffpo.models import MissingWeightsError
 from diffpo.scorers import Scorer
@@ -90,26 +90,17 @@ class Pairs:
 def read_pairs(source: str | Path, split: str, max_pairs: int | None = None) -> Pairs:
     """Every pair of a split with decodable images and a valid label (ties kept); skips counted."""
     images_0, images_1, captions, labels = [], [], [], []
-    skipped = {"undecodable_image": 0, "invalid_label": 0}
-    for shard in list_shards(source, split):
-        t = pq.read_table(shard, columns=["caption", "jpg_0", "jpg_1", "label_0", "label_1"]).to_pydict()
-        for caption, a, b, l0, l1 in zip(t["caption"], t["jpg_0"], t["jpg_1"], t["label_0"], t["label_1"]):
-            if label_outcome(l0, l1) == "invalid":
-                skipped["invalid_label"] += 1
-                continue
-            try:
-                a, b = np.asarray(decode_image(a)), np.asarray(decode_image(b))
-            except ValueError:
-                skipped["undecodable_image"] += 1
-                continue
-            images_0.append(a)
-            images_1.append(b)
-            captions.append(caption)
-            labels.append(l0)
-            if max_pairs and len(captions) >= max_pairs:
-                break
+    counts = Counter()
+    for _, _, record, a, b in iter_rated_pairs(source, split, counts, keep_ties=True):
+        images_0.append(np.asarray(a))
+        images_1.append(np.asarray(b))
+        captions.append(record["caption"])
+        labels.append(record["label_0"])
         if max_pairs and len(captions) >= max_pairs:
             break
+    skipped = {"undecodable_image": counts["undecodable_image"], "invalid_label": counts["invalid_label"]}
+    if counts["empty_caption"]:
+        skipped["empty_caption"] = counts["empty_caption"]
     if not captions:
         raise DataError(f"no usable pairs in {source} split {split}: {skipped}")
     info = Path(source) / "world.json"
