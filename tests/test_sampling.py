@@ -35,3 +35,15 @@ def test_the_sampled_step_is_most_likely_at_its_mean():
     _, at_mean = ddim_step_with_logprob(scheduler, eps, t, x_t, x_prev=mean)
     _, off_mean = ddim_step_with_logprob(scheduler, eps, t, x_t, x_prev=mean + 0.1)
     assert (at_mean > off_mean).all()
+
+
+def test_per_sample_timesteps_equal_one_step_each():
+    scheduler = build_noise_scheduler(SCHEDULER)
+    scheduler.set_timesteps(10)
+    torch.manual_seed(3)
+    x_t, eps, x_prev = torch.randn(3, 4, 4, 4), torch.randn(3, 4, 4, 4), torch.randn(3, 4, 4, 4)
+    ts = scheduler.timesteps[[0, 4, 9]]
+    _, batched = ddim_step_with_logprob(scheduler, eps, ts, x_t, x_prev=x_prev)
+    for i, t in enumerate(ts):
+        _, single = ddim_step_with_logprob(scheduler, eps[i : i + 1], int(t), x_t[i : i + 1], x_prev=x_prev[i : i + 1])
+        assert torch.allclose(batched[i], single[0], atol=1e-6)

@@ -16,10 +16,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from diffpo.config import SampleConfig, TrainConfig
+from diffpo.config import SampleConfig, TrainConfig, build, method_settings
 from diffpo.data import EncodedPairs
-from diffpo.models import build_noise_scheduler, build_unet
-from diffpo.training import BatchSampler, OBJECTIVES, _forward, _make_batch
+from diffpo.models import build_noise_scheduler, build_unet, build_vae
+from diffpo.training import OBJECTIVES, Generators, Reference, _source, add_lora
+
+METHODS = ("sft_w", "diffusion_dpo", "seppo_w", "d3po", "ddpo")
+
+
+class MeanPixel:
+    """A free judge for rollouts, so the figures time the diffusion model, not a scorer."""
+
+    def score(self, images, prompts, batch_size=8):
+        return np.asarray(images, dtype=np.float64).mean(axis=(1, 2, 3))
 
 
 def _fake_cache(folder: Path, n: int, latent: tuple[int, int, int], tokens: int, width: int) -> EncodedPairs:
@@ -28,7 +37,9 @@ def _fake_cache(folder: Path, n: int, latent: tuple[int, int, int], tokens: int,
     np.save(folder / "latents_l.npy", rng.standard_normal((n, *latent), dtype=np.float32))
     np.save(folder / "prompt_embeds.npy", rng.standard_normal((64, tokens, width), dtype=np.float32))
     np.save(folder / "empty_prompt_embed.npy", np.zeros((tokens, width), np.float32))
-    pd.DataFrame({"prompt_index": rng.integers(0, 64, n)}).to_parquet(folder / "pairs.parquet")
+    prompt_index = np.arange(n) % 64
+    pd.DataFrame({"caption": [f"prompt {i}" for i in prompt_index], "prompt_index": prompt_index}).to_parquet(
+        folder / "pairs.parquet")
     return EncodedPairs(folder)
 
 
@@ -41,46 +52,58 @@ def _time(fn, repeats: int) -> float:
 
 
 def run(params: dict, repeats: int = 10) -> pd.DataFrame:
+    """Per method: one optimizer step, and (generating methods) one round's generation."""
+    from accelerate import Accelerator
+    from diffusers import DDIMScheduler
+
     pre = params["pretrain"]
     size = params["data"]["resolution"] // 2 ** (len(pre["vae"]["block_out_channels"]) - 1)
     latent = (pre["vae"]["latent_channels"], size, size)
     width, tokens = pre["text_encoder"]["hidden_size"], pre["text_encoder"]["max_length"]
     scheduler = build_noise_scheduler(pre["scheduler"])
+    ddim = DDIMScheduler.from_config(scheduler.config)
+    generators = Generators(scheduler=ddim, vae=build_vae(pre["vae"]).eval().requires_grad_(False), reward=MeanPixel())
+    accelerator = Accelerator()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         cache = _fake_cache(Path(tmp), 2048, latent, tokens, width)
-        empty = torch.zeros(tokens, width)
-        for method in ("sft_w", "diffusion_dpo"):
-            settings = {**params["train"], **params["methods"][method]}
-            cfg = TrainConfig(**{k: v for k, v in settings.items() if k in TrainConfig.__dataclass_fields__})
+        for method in METHODS:
+            cfg = build(TrainConfig, method_settings(params, method))
             objective = OBJECTIVES[cfg.objective]
             unet = build_unet(pre["unet"], size, latent[0], width)
-            reference = build_unet(pre["unet"], size, latent[0], width).requires_grad_(False) if objective.reference else None
-            optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.learning_rate)
-            sampler = BatchSampler(cache.images(cfg.images), cfg.batch_size, 0)
+            if cfg.lora_rank:
+                add_lora(unet, cfg)
+            reference = Reference(unet, objective.reference, cfg, "cpu")
+            optimizer = torch.optim.AdamW([p for p in unet.parameters() if p.requires_grad], lr=cfg.learning_rate)
+            source = _source(cfg, cache, accelerator, generators, Path(tmp) / method)
+            if cfg.round_updates:
+                start = time.perf_counter()
+                source.begin_round(0, unet, reference)
+                seconds = time.perf_counter() - start
+                made = (f"{cfg.round_updates * cfg.batch_size} losers, {cfg.sampler_steps} DDIM steps"
+                        if cfg.data == "pairs" else f"{cfg.rollout_prompts} prompts, {cfg.sampler_steps} steps")
+                rows.append({"what": f"{cfg.label}: one round's generation", "batch": made, "seconds": seconds,
+                             "per_second": float("nan")})
             draws = iter(range(10**6))
 
             def step():
-                batch = _make_batch(cache, cfg, sampler, next(draws), empty, scheduler, objective.pairs)
-                loss, _ = _forward(cfg, objective, unet, reference, scheduler, batch, "cpu")
+                draw = next(draws)  # generated losers exist for the draws of round 0
+                loss, _ = source.loss(objective, unet, reference, scheduler, 0, 0, draw % cfg.round_updates if cfg.round_updates else draw)
                 loss.backward()
                 optimizer.step()
                 optimizer.zero_grad()
 
             seconds = _time(step, repeats)
-            unit = "pairs" if objective.pairs else "images"
-            rows.append({"what": f"{cfg.label} training step", "batch": f"{cfg.batch_size} {unit}",
+            unit = {"pairs": "pairs", "images": "images", "rollouts": "pairs or chains"}[cfg.data]
+            rows.append({"what": f"{cfg.label}: training step", "batch": f"{cfg.batch_size} {unit}",
                          "seconds": seconds, "per_second": cfg.batch_size / seconds})
         from diffpo.sampling import denoise
 
         sample = SampleConfig(**{k: v for k, v in params["sample"].items() if k in SampleConfig.__dataclass_fields__})
-        pipe = type("P", (), {"unet": unet.eval()})()
-        from diffusers import DDIMScheduler
-
-        ddim = DDIMScheduler.from_config(scheduler.config)
         n = sample.batch_size
         embeds = torch.randn(n, tokens, width)
-        seconds = _time(lambda: denoise(pipe, ddim, torch.randn(n, *latent), embeds, empty[None], sample.num_inference_steps,
+        empty = torch.zeros(1, tokens, width)
+        seconds = _time(lambda: denoise(unet.eval(), ddim, torch.randn(n, *latent), embeds, empty, sample.num_inference_steps,
                                         sample.guidance_scale), max(1, repeats // 5))
         rows.append({"what": f"DDIM sampling, {sample.num_inference_steps} steps, CFG", "batch": f"{n} images",
                      "seconds": seconds, "per_second": n / seconds})

@@ -31,9 +31,23 @@ def initial_noise(n_prompts: int, cfg: SampleConfig, shape: tuple[int, ...]) -> 
     return torch.cat(noise)
 
 
+def guided_eps(unet, latents: torch.Tensor, t, prompt_embeds: torch.Tensor, uncond_embeds: torch.Tensor,
+               guidance_scale: float) -> torch.Tensor:
+    """Classifier-free guidance, in one batched forward: eps_u + g (eps_c - eps_u).
+
+    The same function drives sampling and the per-step log-probabilities of training, so a
+    policy is trained under the guidance it is sampled with (FACTS.md section 2).
+    """
+    dtype = unet.dtype
+    context = torch.cat([uncond_embeds.expand_as(prompt_embeds), prompt_embeds]).to(latents.device, dtype)
+    t = torch.cat([t, t]) if torch.is_tensor(t) and t.ndim else t
+    eps_uncond, eps_text = unet(torch.cat([latents, latents]).to(dtype), t, context).sample.chunk(2)
+    return (eps_uncond + guidance_scale * (eps_text - eps_uncond)).float()
+
+
 @torch.no_grad()
 def denoise(
-    pipe: Pipeline,
+    unet,
     scheduler,
     latents: torch.Tensor,
     prompt_embeds: torch.Tensor,
@@ -45,23 +59,20 @@ def denoise(
 
     Any diffusers scheduler (DDIM with eta = 0, PNDM, Euler, DPM-Solver) drives the loop.
     """
-    device = pipe.unet.device
-    dtype = pipe.unet.dtype
+    device = unet.device
     scheduler.set_timesteps(num_inference_steps, device=device)
-    latents = latents.to(device, dtype) * scheduler.init_noise_sigma
-    context = torch.cat([uncond_embeds.expand_as(prompt_embeds), prompt_embeds]).to(device, dtype)
+    latents = latents.to(device, unet.dtype) * scheduler.init_noise_sigma
     for t in scheduler.timesteps:
-        model_input = scheduler.scale_model_input(torch.cat([latents, latents]), t)
-        eps_uncond, eps_text = pipe.unet(model_input, t, context).sample.chunk(2)
-        eps = eps_uncond + guidance_scale * (eps_text - eps_uncond)
-        latents = scheduler.step(eps, t, latents).prev_sample
+        model_input = scheduler.scale_model_input(latents, t)
+        eps = guided_eps(unet, model_input, t, prompt_embeds.to(device), uncond_embeds.to(device), guidance_scale)
+        latents = scheduler.step(eps.to(latents.dtype), t, latents).prev_sample
     return latents
 
 
 def ddim_step_with_logprob(
     scheduler,
     eps: torch.Tensor,
-    t: int,
+    t: int | torch.Tensor,
     x_t: torch.Tensor,
     eta: float = 1.0,
     x_prev: torch.Tensor | None = None,
@@ -73,12 +84,17 @@ def ddim_step_with_logprob(
     mean  = sqrt(a_prev) * x0_hat + sqrt(1 - a_prev - std_t^2) * eps,
     log p(x_prev | x_t) = mean over C, H, W of the Gaussian log-density (a MEAN, as the
     published beta and clip values assume). ``x_prev`` given: its log-probability under the
-    step (training); otherwise a sample is drawn (rollout). Needs eta > 0.
+    step (training); otherwise a sample is drawn (rollout). ``t``: one timestep or one per
+    sample. Needs eta > 0.
     """
     step = scheduler.config.num_train_timesteps // scheduler.num_inference_steps
-    a_t = scheduler.alphas_cumprod[t]
+    t = torch.as_tensor(t, device="cpu").long().reshape(-1)
     prev = t - step
-    a_prev = scheduler.alphas_cumprod[prev] if prev >= 0 else scheduler.final_alpha_cumprod
+    alphas = scheduler.alphas_cumprod.to(torch.float32)
+    a_t = alphas[t]
+    a_prev = torch.where(prev >= 0, alphas[prev.clamp(min=0)], torch.as_tensor(scheduler.final_alpha_cumprod, dtype=torch.float32))
+    shape = (-1,) + (1,) * (x_t.ndim - 1)
+    a_t, a_prev = a_t.reshape(shape).to(x_t.device), a_prev.reshape(shape).to(x_t.device)
     std = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)) ** 0.5
     x0_hat = (x_t - (1 - a_t) ** 0.5 * eps) / a_t**0.5
     mean = a_prev**0.5 * x0_hat + (1 - a_prev - std**2) ** 0.5 * eps
@@ -87,6 +103,13 @@ def ddim_step_with_logprob(
         x_prev = mean + std * noise
     log_prob = -((x_prev.detach() - mean) ** 2) / (2 * std**2) - torch.log(std) - 0.5 * math.log(2 * math.pi)
     return x_prev, log_prob.mean(dim=tuple(range(1, x_t.ndim)))
+
+
+def predicted_x0(scheduler, eps: torch.Tensor, t: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
+    """x0_hat = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t), per sample."""
+    a_t = scheduler.alphas_cumprod.to(torch.float32)[torch.as_tensor(t).long().reshape(-1)]
+    a_t = a_t.reshape((-1,) + (1,) * (x_t.ndim - 1)).to(x_t.device)
+    return (x_t - (1 - a_t) ** 0.5 * eps) / a_t**0.5
 
 
 def generate(pipe: Pipeline, scheduler, prompts: list[str], cfg: SampleConfig) -> pd.DataFrame:
@@ -100,7 +123,7 @@ def generate(pipe: Pipeline, scheduler, prompts: list[str], cfg: SampleConfig) -
     rows = []
     for start in tqdm(range(0, len(noise), cfg.batch_size), desc="sample", mininterval=10):
         sel = slice(start, start + cfg.batch_size)
-        clean = denoise(pipe, scheduler, noise[sel], embeds[prompt_of[sel]], uncond, cfg.num_inference_steps, cfg.guidance_scale)
+        clean = denoise(pipe.unet, scheduler, noise[sel], embeds[prompt_of[sel]], uncond, cfg.num_inference_steps, cfg.guidance_scale)
         for j, image in enumerate(decode_latents(pipe.vae, clean).numpy()):
             k = start + j
             rows.append(
