@@ -24,7 +24,9 @@ def cache(tmp_path_factory) -> EncodedPairs:
     np.save(out / "latents_l.npy", rng.standard_normal((n, 4, 4, 4)).astype(np.float32))
     np.save(out / "prompt_embeds.npy", rng.standard_normal((prompts, 6, 16)).astype(np.float32))
     np.save(out / "empty_prompt_embed.npy", np.zeros((6, 16), np.float32))
-    pd.DataFrame({"prompt_index": rng.integers(0, prompts, n)}).to_parquet(out / "pairs.parquet")
+    prompt_index = np.arange(n) % prompts  # every prompt is used
+    pd.DataFrame({"caption": [f"prompt {i}" for i in prompt_index], "prompt_index": prompt_index}).to_parquet(
+        out / "pairs.parquet")
     (out / "cache.json").write_text(json.dumps({"pairs": n}))
     return EncodedPairs(out)
 
@@ -45,10 +47,9 @@ def run(cfg, cache, work, fingerprint="f"):
     return unet.state_dict(), pd.read_csv(metrics)
 
 
-def test_pair_shares_noise_and_timestep(cache):
-    cfg = dpo_config()
-    sampler = training.BatchSampler(len(cache), 4, 0)
-    batch = training._make_batch(cache, cfg, sampler, 3, torch.zeros(6, 16), build_noise_scheduler(SCHEDULER), pairs=True)
+def test_pair_shares_noise_and_timestep(cache, tmp_path):
+    source = training.DataSource(dpo_config(), cache, None, training.Generators(), tmp_path)
+    batch = source._batch(3, build_noise_scheduler(SCHEDULER))
     assert torch.equal(batch["noise"][:4], batch["noise"][4:])
     assert torch.equal(batch["timesteps"][:4], batch["timesteps"][4:])
     assert torch.equal(batch["embeds"][:4], batch["embeds"][4:])
@@ -100,7 +101,7 @@ def test_sft_on_winners_lowers_the_loss(cache, tmp_path):
 
 def test_nan_loss_stops_with_a_clear_error(cache, tmp_path, monkeypatch):
     monkeypatch.setitem(training.OBJECTIVES, "sft", training.Objective(
-        pairs=False, reference=False, loss=lambda cfg, p, r: (p.mean() * float("nan"), {})))
+        reference=False, loss=lambda cfg, p, r, extra: (p.mean() * float("nan"), {})))
     cfg = TrainConfig(objective="sft", images="both", steps=3, batch_size=4, learning_rate=1e-3, label="sft")
     with pytest.raises(training.TrainingDiverged, match="loss is nan at step 0"):
         run(cfg, cache, tmp_path)

@@ -41,10 +41,13 @@ def _set_torch_threads() -> None:
 
 
 def _params(args, stage: str, **wildcards) -> dict:
-    from diffpo.config import load_params
+    from diffpo.config import load_params, method_judges
     from diffpo.workflow import stage_params
 
-    return stage_params(load_params(args.params), stage, **wildcards)
+    params = load_params(args.params)
+    if stage == "train":
+        wildcards["judges"] = method_judges(params, wildcards["method"])
+    return stage_params(params, stage, **wildcards)
 
 
 def cmd_world(args):
@@ -115,13 +118,53 @@ def cmd_train(args):
     cfg = build(TrainConfig, method_settings(p, args.method))
     cache = EncodedPairs(args.cache)
     unet = load_unet(args.base)
+    generators, judges = _generators(cfg, p, args)
     base_unet = Path(args.base) / "unet"
-    fingerprint = run_fingerprint(cfg, content_digest(base_unet) if base_unet.exists() else args.base, Path(args.cache))
-    unet, metrics = train(cfg, cache, unet, load_noise_scheduler(args.base), Path(args.work), fingerprint)
+    init = content_digest(base_unet) if base_unet.exists() else args.base
+    init += "".join(content_digest(j) if Path(j).is_dir() else str(j) for j in judges)  # a retrained judge: no resume
+    fingerprint = run_fingerprint(cfg, init, Path(args.cache))
+    unet, metrics = train(cfg, cache, unet, load_noise_scheduler(args.base), Path(args.work), fingerprint, generators)
     if PartialState().is_main_process:  # one writer under `accelerate launch`
         save_unet(unet, Path(args.out))
         with atomic_path(args.metrics) as tmp:
             tmp.write_bytes(Path(metrics).read_bytes())
+
+
+def _generators(cfg, p: dict, args):
+    """What a generating method needs: DDIM, the VAE, and its judge (a scorer or SPO's step-aware
+    model: the tiny profile's trained in the pipeline, the paper profile's released checkpoint)."""
+    from diffpo.models import load_sampling_scheduler, load_vae
+    from diffpo.training import Generators
+
+    if cfg.losers != "reference" and cfg.data != "rollouts":
+        return None, []
+    generators = Generators(scheduler=load_sampling_scheduler(args.base, cfg.sampler))
+    judges = []
+    if cfg.data == "rollouts":
+        generators.vae = load_vae(args.base).eval().requires_grad_(False)
+    tiny = p["profile"] == "tiny"
+    if cfg.reward_scorer:
+        if tiny:
+            from diffpo.reward_models import load_stand_in
+
+            judges.append(Path(args.scorers) / cfg.reward_scorer)
+            generators.reward = load_stand_in(judges[-1])
+        else:
+            from diffpo.scorers import build_scorer
+
+            source = p["scorers"]["sources"][cfg.reward_scorer]
+            judges.append(json.dumps(source, sort_keys=True))
+            generators.reward = build_scorer(cfg.reward_scorer, **source)
+    if cfg.objective == "spo":
+        from diffpo.step_aware import load_released_step_aware, load_step_aware
+
+        if tiny:
+            judges.append(Path(args.scorers) / "step_aware")
+            generators.step_scorer = load_step_aware(judges[-1])
+        else:
+            judges.append(p["scorers"]["sources"]["step_aware"]["source"])
+            generators.step_scorer = load_released_step_aware(judges[-1])
+    return generators, judges
 
 
 def cmd_sample(args):
@@ -155,6 +198,18 @@ def cmd_train_scorer(args):
     heldout = read_pairs(p["data"]["source"], p["scorers"]["accuracy_split"])
     text = Path(args.text_encoder)
     summary = train_stand_in(args.scorer, pairs, text / "clip", text / "tokenizer", cfg, Path(args.out), heldout=heldout)
+    print(json.dumps(summary, indent=2, default=str))
+
+
+def cmd_train_step_scorer(args):
+    from diffpo.reward_models import read_pairs
+    from diffpo.step_aware import train_step_aware
+
+    p = _params(args, "train_step_scorer")
+    cfg = {"seed": p["scorers"]["stand_ins"]["seed"], **p["scorers"]["stand_ins"]["step_aware"]}
+    pairs = read_pairs(p["data"]["source"], p["data"]["split"])
+    heldout = read_pairs(p["data"]["source"], p["scorers"]["accuracy_split"])
+    summary = train_step_aware(Path(args.pickscore), Path(args.base), pairs, cfg, Path(args.out), heldout=heldout)
     print(json.dumps(summary, indent=2, default=str))
 
 
@@ -198,23 +253,37 @@ def cmd_scorer_accuracy(args):
     print(Path(args.md).read_text())
 
 
+TABLES = {
+    "table1": ("Table 1: preference optimisation methods",
+               "Paper: SePPO Table 1 (SD-1.5, Pick-a-Pic validation_unique)"),
+    "table4": ("Table 4: SePPO ablations (AAF and reference strategy)",
+               "Paper: SePPO Table 4 (SD-1.5, Pick-a-Pic validation_unique)"),
+    "see_dpo": ("SEE-DPO: base methods and their self-entropy-enhanced variants",
+                "Paper: SEE-DPO's tables are not available to this project, only relative claims (SEE-SPO vs SPO: "
+                "PickScore +1.8 %, HPS +7.9 %, ImageReward +206.3 %; every SEE model more diverse on all six "
+                "metrics), so no paper cells. Diversity: between the images of one prompt (docs/metrics.md); "
+                "↑/↓: the direction that means more diverse"),
+}
+
+
 def cmd_table(args):
     from diffpo.artifacts import score_table, write_table
     from diffpo.files import atomic_write_text
 
     rows = [s.split("=", 1)[0] for s in args.scores]
-    p = _params(args, "table", rows=rows)
+    p = _params(args, "table", table=args.table, rows=rows)
     files = {name: Path(path) for name, path in (s.split("=", 1) for s in args.scores)}
+    diversity = {name: Path(path) for name, path in (s.split("=", 1) for s in args.diversity)} if args.diversity else None
     labels = {"base": "Base model", **{m: p["methods"][m]["label"] for m in rows if m != "base"}}
-    table = score_table(files, labels, "table1")
+    table = score_table(files, labels, args.table, diversity_files=diversity)
+    title, paper = TABLES[args.table]
     note = (
         "Ours: mean ± standard error over prompts (a prompt's images averaged first); Δ is paired with the base "
         "model on the same prompts and seeds. In the tiny profile, GT columns are the world's hidden raters and "
         "the learned-scorer columns are stand-ins of the same families trained in the pipeline, so their scale "
-        "is not the paper's. Paper: SePPO Table 1 (SD-1.5, Pick-a-Pic validation_unique); an empty paper cell "
-        "means the paper reports no number for that row. Scorers:"
+        f"is not the paper's. {paper}; an empty paper cell means the paper reports no number for that row. Scorers:"
     )
-    write_table(table, Path(args.csv), Path(args.md), "Table 1: preference optimisation methods", note)
+    write_table(table, Path(args.csv), Path(args.md), title, note)
     summary = {r["method"]: {k: r[k] for k in r if k.endswith(("_mean", "_se", "_delta"))} for r in table.to_dict("records")}
     atomic_write_text(args.json, json.dumps(summary, indent=2) + "\n")
     print(Path(args.md).read_text())
@@ -271,12 +340,17 @@ def build_parser() -> argparse.ArgumentParser:
     add("pretrain-vae", cmd_pretrain_vae, "--out")
     add("encode", cmd_encode, "--pairs", "--text-encoder", "--vae", "--out")
     add("pretrain-unet", cmd_pretrain_unet, "--cache", "--text-encoder", "--vae", "--work", "--out", "--metrics")
-    add("train", cmd_train, "--method", "--base", "--cache", "--work", "--out", "--metrics")
+    add("train", cmd_train, "--method", "--base", "--cache", "--work", "--out", "--metrics").add_argument(
+        "--scorers", default="results/scorers", help="folder of the tiny profile's trained scorers (rewards of rollouts)")
     add("sample", cmd_sample, "--base", "--prompt-set", "--out").add_argument("--unet", help="a trained UNet folder replacing the base UNet")
     add("train-scorer", cmd_train_scorer, "--scorer", "--text-encoder", "--out")
+    add("train-step-scorer", cmd_train_step_scorer, "--pickscore", "--base", "--out")
     add("evaluate", cmd_evaluate, "--samples", "--out", "--diversity").add_argument("--stand-ins", help="folder of trained stand-in scorers (tiny)")
     add("scorer-accuracy", cmd_scorer_accuracy, "--csv", "--md").add_argument("--stand-ins", help="folder of trained stand-in scorers (tiny)")
-    add("table", cmd_table, "--csv", "--md", "--json").add_argument("--scores", nargs="+", required=True, metavar="METHOD=PATH")
+    table = add("table", cmd_table, "--csv", "--md", "--json")
+    table.add_argument("--table", required=True, choices=sorted(TABLES))
+    table.add_argument("--scores", nargs="+", required=True, metavar="METHOD=PATH")
+    table.add_argument("--diversity", nargs="+", metavar="METHOD=PATH", help="per-prompt diversity files (SEE-DPO table)")
     add("figures", cmd_figures, "--out").add_argument("--metrics", nargs="+", required=True, metavar="METHOD=PATH")
     bench = sub.add_parser("benchmark", help="print the speed and memory of training steps and sampling")
     bench.add_argument("--params", default="params.yaml")

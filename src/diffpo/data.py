@@ -252,7 +252,7 @@ class EncodedPairs:
     """
 
     def __init__(self, cache_dir: str | Path):
-        cache_dir = Path(cache_dir)
+        cache_dir = self.cache_dir = Path(cache_dir)
         self.latents_w = np.load(cache_dir / "latents_w.npy", mmap_mode="r")
         self.latents_l = np.load(cache_dir / "latents_l.npy", mmap_mode="r")
         self.prompt_embeds = np.load(cache_dir / "prompt_embeds.npy", mmap_mode="r")
@@ -273,6 +273,12 @@ class EncodedPairs:
 
     def embeds(self, idx: np.ndarray) -> np.ndarray:
         return np.asarray(self.prompt_embeds[self.prompt_index[idx]])
+
+    def captions(self) -> list[str]:
+        """The prompt of each row of ``prompt_embeds`` (what rollouts show their scorer)."""
+        index = pd.read_parquet(self.cache_dir / "pairs.parquet", columns=["caption", "prompt_index"])
+        by_index = index.drop_duplicates("prompt_index").set_index("prompt_index")["caption"]
+        return [by_index[i] for i in range(len(self.prompt_embeds))]
 
 
 def encode_cache(

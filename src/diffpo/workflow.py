@@ -26,7 +26,10 @@ STAGE_PARAMS: dict[str, Callable[..., list[str]]] = {
     "pretrain_vae": lambda: ["data.source", "data.split", "data.resolution", "pretrain.seed", "pretrain.vae"],
     "encode": lambda: ["data.source", "data.split", "data.resolution", "encode"],
     "pretrain_unet": lambda: ["pretrain.seed", "pretrain.unet", "pretrain.scheduler"],
-    "train": lambda method: ["train", f"methods.{method}"],
+    # judges: the scorers a method's rollouts are judged by (config.method_judges)
+    "train": lambda method, judges=(): ["train", f"methods.{method}"] + [f"scorers.sources.{j}" for j in judges],
+    "train_step_scorer": lambda: ["data.source", "data.split", "scorers.accuracy_split", "scorers.stand_ins.seed",
+                                  "scorers.stand_ins.step_aware"],
     "sample": lambda prompt_set: ["sample", f"prompt_sets.{prompt_set}"],
     "train_scorer": lambda scorer: ["data.source", "data.split", "scorers.accuracy_split", "scorers.stand_ins.seed",
                                     f"scorers.stand_ins.{scorer}"],
@@ -34,7 +37,7 @@ STAGE_PARAMS: dict[str, Callable[..., list[str]]] = {
                          "scorers.sources"],
     "scorer_accuracy": lambda: ["data.source", "world.alignment_weight", "world.aesthetic_weight", "scorers.names",
                                 "scorers.batch_size", "scorers.sources", "scorers.accuracy_split"],
-    "table": lambda rows: ["tables.table1"] + [f"methods.{m}.label" for m in rows if m != "base"],
+    "table": lambda table, rows: [f"tables.{table}"] + [f"methods.{m}.label" for m in rows if m != "base"],
     "figures": lambda methods: [f"methods.{m}.label" for m in methods],
 }
 
