@@ -13,5 +13,7 @@ rule all:
     default_target: True
     input:
         "results/table1.csv",
+        "results/table4.csv",
+        "results/see_dpo.csv",
         "results/scorer_accuracy.csv",
         "results/figures/training_curves.png",

@@ -30,7 +30,22 @@ SMOKE = {
     "encode": {"batch_size": 128},
     "train": {"steps": 4, "batch_size": 8, "checkpoint_every": 2},
     "sample": {"num_inference_steps": 3, "images_per_prompt": 2, "batch_size": 24},
-    "scorers": {"stand_ins": {name: {"steps": 3, "batch_size": 8} for name in ("pickscore", "hpsv2", "imagereward", "aesthetic")}},
+    "scorers": {"stand_ins": {name: {"steps": 3, "batch_size": 8}
+                              for name in ("pickscore", "hpsv2", "imagereward", "aesthetic", "step_aware")}},
+}
+# One method of each kind: data images, data pairs, generated losers (SePPO), and rollouts
+# judged by a reward scorer (D3PO) or by the step-aware model (SPO).
+SMOKE_METHODS = {
+    "seppo_w": {"steps": 4, "round_updates": 2, "sampler_steps": 2, "generation_batch_size": 64},
+    "d3po": {"steps": 4, "round_updates": 2, "checkpoint_every": 2, "rollout_prompts": 4, "batch_size": 4,
+             "sampler_steps": 3},
+    "spo": {"steps": 4, "round_updates": 2, "checkpoint_every": 2, "rollout_prompts": 4, "batch_size": 4,
+            "sampler_steps": 3, "divert_start_step": 1, "score_gap": 0.0},
+}
+SMOKE_TABLES = {
+    "table1": {"rows": ["base", "continued", "sft_w", "diffusion_dpo", "spo", "seppo_w"]},
+    "table4": {"rows": ["seppo_w"]},
+    "see_dpo": {"rows": ["diffusion_dpo", "d3po"]},
 }
 
 
@@ -71,6 +86,9 @@ def project(root, tmp_path_factory) -> Path:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(root / name, dest / name)
     params = merge(yaml.safe_load((root / "params.yaml").read_text()), SMOKE)
+    keep = ["continued", "sft_w", "diffusion_dpo", *SMOKE_METHODS]
+    params["methods"] = {m: merge(params["methods"][m], SMOKE_METHODS.get(m, {})) for m in keep}
+    params["tables"] = SMOKE_TABLES
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], dest)
     return dest
@@ -80,7 +98,7 @@ def test_snakemake_builds_everything_and_dvc_reproduces_it(project):
     # One thread per job in both tools: results are then identical, not merely close.
     run(["snakemake", "--cores", "2", "--set-threads", "pretrain_unet=1"], project)
     table = pd.read_csv(project / "results/table1.csv")
-    assert table["method"].tolist() == ["base", "continued", "sft_w", "diffusion_dpo"]
+    assert table["method"].tolist() == SMOKE_TABLES["table1"]["rows"]
     assert table["gt_preference_mean"].between(0, 1).all()
     assert {"pickscore_mean", "hpsv2_se", "imagereward_mean", "aesthetic_mean", "paper_pickscore"} <= set(table)
     accuracy = pd.read_csv(project / "results/scorer_accuracy.csv")
@@ -93,6 +111,12 @@ def test_snakemake_builds_everything_and_dvc_reproduces_it(project):
     assert manifest["rows_in"] == 600 and manifest["rows_skipped"] == {"invalid_label": 2, "undecodable_image": 3}
     metrics = pd.read_csv(project / "results/models/diffusion_dpo/metrics.csv")
     assert metrics["step"].tolist() == [1, 2, 3, 4] and {"loss", "implicit_acc", "mse_ref_w"} <= set(metrics)
+    seppo = pd.read_csv(project / "results/models/seppo_w/metrics.csv")
+    assert {"aaf_rate", "reference_step"} <= set(seppo) and seppo["reference_step"].tolist()[:2] == [0, 0]
+    assert {"reward_mean", "implicit_acc"} <= set(pd.read_csv(project / "results/models/d3po/metrics.csv"))
+    assert pd.read_csv(project / "results/table4.csv")["method"].tolist() == ["base", "seppo_w"]
+    see = pd.read_csv(project / "results/see_dpo.csv")
+    assert {"div_vendi_mean", "div_ssim_se"} <= set(see) and see["method"].tolist() == ["base", "diffusion_dpo", "d3po"]
 
     # Changing one method's setting reruns that method's jobs and the table, nothing else.
     params_file = project / "params.yaml"
@@ -102,7 +126,7 @@ def test_snakemake_builds_everything_and_dvc_reproduces_it(project):
     changed = yaml.safe_dump(params, sort_keys=False)
     params_file.write_text(changed)
     plan = planned_jobs(run(["snakemake", "--cores", "2", "--dry-run"], project))
-    assert plan == {"train": 1, "sample": 1, "evaluate": 1, "table1": 1, "training_curves": 1, "all": 1}, plan
+    assert plan == {"train": 1, "sample": 1, "evaluate": 1, "table": 1, "training_curves": 1, "all": 1}, plan
 
     # DVC runs the same commands on the same files: byte-identical outputs.
     params_file.write_text(original)

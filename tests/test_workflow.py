@@ -12,11 +12,15 @@ def test_committed_dvc_yaml_is_current(root):
 def test_each_method_stage_reads_only_its_own_method(root):
     import yaml
 
+    from diffpo.config import load_params, method_judges
+
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
-    methods = yaml.safe_load((root / "params.yaml").read_text())["methods"]
-    for method in methods:
-        params = stages[f"train-{method}"]["params"]
-        assert params == ["profile", "train", f"methods.{method}"]
+    params = load_params(root / "params.yaml")
+    for method in params["methods"]:
+        judges = [f"scorers.sources.{j}" for j in method_judges(params, method)]
+        assert stages[f"train-{method}"]["params"] == ["profile", "train", f"methods.{method}", *judges]
+    assert stages["train-d3po"]["params"][-1] == "scorers.sources.pickscore"
+    assert "results/scorers/step_aware" in stages["train-spo"]["deps"]
     assert stage_keys("sample", model="sft_w", prompt_set="x") == stage_keys("sample", prompt_set="x")
 
 

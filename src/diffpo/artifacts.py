@@ -29,9 +29,14 @@ def paper_numbers(table: str) -> tuple[list[str], dict[str, list[float]]]:
     return data["columns"], data["rows"]
 
 
-def score_table(score_files: dict[str, Path], labels: dict[str, str], table: str, baseline: str = "base") -> pd.DataFrame:
-    """One row per method: mean and standard error over prompts of each ground-truth score,
-    the paired difference to ``baseline`` on the same prompts and seeds, and the paper's numbers."""
+DIVERSITY_NAMES = {"rmse": "RMSE ↑", "psnr": "PSNR ↓", "ssim": "SSIM ↓", "e1": "E1 ↑", "e2": "E2 ↑", "vendi": "Vendi ↑"}
+
+
+def score_table(score_files: dict[str, Path], labels: dict[str, str], table: str, baseline: str = "base",
+                diversity_files: dict[str, Path] | None = None) -> pd.DataFrame:
+    """One row per method: mean and standard error over prompts of each score, the paired
+    difference to ``baseline`` on the same prompts and seeds, the paper's numbers, and (with
+    ``diversity_files``) each diversity metric's mean over prompts (SEE-DPO's comparison)."""
     scores = {name: pd.read_parquet(path) for name, path in score_files.items()}
     columns = [c for c in SCORE_NAMES if all(c in s for s in scores.values())]
     base_prompts = per_prompt(scores[baseline], columns) if baseline in scores else None
@@ -49,6 +54,10 @@ def score_table(score_files: dict[str, Path], labels: dict[str, str], table: str
                 row[f"{col}_delta"], row[f"{col}_delta_se"] = mean_and_se(diff) if name != baseline else (0.0, 0.0)
         for col, value in zip(paper_cols, paper_rows.get(name, [math.nan] * len(paper_cols))):
             row[f"paper_{col}"] = value
+        if diversity_files:
+            diversity = pd.read_parquet(diversity_files[name])
+            for col in DIVERSITY_NAMES:
+                row[f"div_{col}_mean"], row[f"div_{col}_se"] = mean_and_se(diversity[col])
         rows.append(row)
     table = pd.DataFrame(rows)
     table.attrs.update(table_attrs)
@@ -67,6 +76,9 @@ def to_markdown(table: pd.DataFrame, title: str, note: str) -> str:
         if f"{col}_mean" in table:
             digits = 3 if col.startswith("gt_") or col == "imagereward" else 2
             view[name] = [_fmt(m, s, digits) for m, s in zip(table[f"{col}_mean"], table[f"{col}_se"])]
+    for col, name in DIVERSITY_NAMES.items():
+        if f"div_{col}_mean" in table:
+            view[name] = [_fmt(m, s, 3) for m, s in zip(table[f"div_{col}_mean"], table[f"div_{col}_se"])]
     if "gt_preference_delta" in table:
         view["Δ GT preference vs base"] = [
             f"{m:+.3f} ± {s:.3f}" for m, s in zip(table["gt_preference_delta"], table["gt_preference_delta_se"])
@@ -105,7 +117,8 @@ def plot_training_curves(metrics_files: dict[str, Path], labels: dict[str, str],
     import matplotlib.pyplot as plt
 
     curves = {name: pd.read_csv(path) for name, path in metrics_files.items()}
-    panels = ["loss"] + (["implicit_acc"] if any("implicit_acc" in c for c in curves.values()) else [])
+    # SePPO's AAF rate is its Fig. 3; the online methods' mean reward shows what they optimise.
+    panels = ["loss"] + [c for c in ("implicit_acc", "aaf_rate", "reward_mean") if any(c in f for f in curves.values())]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
     for ax, column in zip(axes[0], panels):
         for name, frame in curves.items():

@@ -6,7 +6,7 @@ import sys
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from diffpo.config import load_params, select
+from diffpo.config import load_params, method_judges, select
 from diffpo.workflow import stage_keys
 
 config.update(load_params(Path(workflow.basedir) / "params.yaml"))
@@ -16,6 +16,7 @@ MODELS = ["base"] + METHODS
 PROMPT_SET = config["sample"]["prompt_set"]
 PROMPT_SETS = list(config["prompt_sets"])
 SCORERS = config["scorers"]["names"]
+TABLES = list(config["tables"])
 CLI = "python -m diffpo"
 
 # Each rule re-runs when its code changes, in Snakemake as in DVC.
@@ -65,12 +66,22 @@ def unet_of(model):
 
 
 def table_rows(table):
+    """The table's rows, led by the base model (the baseline of every paired difference)."""
     rows = config["tables"][table]["rows"]
     unknown = [r for r in rows if r not in MODELS]
     if unknown:
         raise ValueError(f"params.yaml: tables.{table}.rows: unknown methods {unknown}; defined: {MODELS}")
-    return rows
+    return rows if "base" in rows else ["base"] + rows
+
+
+def judges(method):
+    """The trained scorers judging a method's own samples (tiny profile; the paper's are loaded)."""
+    return [f"results/scorers/{j}" for j in method_judges(config, method)] if TINY else []
 
 
 def scores(model):
     return f"results/scores/{model}/{PROMPT_SET}.parquet"
+
+
+def diversity(model):
+    return f"results/diversity/{model}/{PROMPT_SET}.parquet"

@@ -22,6 +22,26 @@ if TINY:
         shell:
             "{CLI} train-scorer --scorer {wildcards.scorer} --text-encoder {input.text_encoder} --out {output} --log {log}"
 
+    # SPO's step-aware preference model: the PickScore stand-in, conditioned on t and trained on
+    # the base model's x0 predictions from noised pairs (the paper profile loads SPO's release).
+    rule train_step_scorer:
+        input:
+            code("step_aware", "reward_models", "models", "data"),
+            source=data_source(),
+            pickscore="results/scorers/pickscore",
+            base="results/base/pipeline",
+        output:
+            directory("results/scorers/step_aware"),
+        params:
+            param_keys=keys("train_step_scorer"),
+            values=values("train_step_scorer"),
+        log:
+            "logs/train_scorer/step_aware.log",
+        benchmark:
+            "benchmarks/train_scorer/step_aware.tsv"
+        shell:
+            "{CLI} train-step-scorer --pickscore {input.pickscore} --base {input.base} --out {output} --log {log}"
+
 
 rule scorer_accuracy:
     input:

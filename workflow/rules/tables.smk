@@ -1,22 +1,30 @@
-# Tables of the papers, from per-image scores only.
+# Tables of the papers, from per-image scores only: SePPO's Table 1 and Table 4, and the
+# SEE-DPO comparison (with diversity). Every table also shows the base model, the baseline
+# of its paired differences.
 
 
-rule table1:
+rule table:
     input:
         code("artifacts", "evaluation"),
-        scores=[scores(m) for m in table_rows("table1")],
+        scores=lambda wc: [scores(m) for m in table_rows(wc.table)],
+        diversity=lambda wc: [diversity(m) for m in table_rows(wc.table)] if wc.table == "see_dpo" else [],
     output:
-        csv="results/table1.csv",
-        md="results/table1.md",
-        json="results/metrics/table1.json",
+        csv="results/{table}.csv",
+        md="results/{table}.md",
+        json="results/metrics/{table}.json",
+    wildcard_constraints:
+        table="|".join(TABLES),
     params:
-        param_keys=keys("table", rows=table_rows("table1")),
-        values=lambda wc: select(config, keys("table", rows=table_rows("table1"))),
-        scores=" ".join(f"{m}={scores(m)}" for m in table_rows("table1")),
+        param_keys=lambda wc: keys("table", table=wc.table, rows=table_rows(wc.table)),
+        values=lambda wc: select(config, keys("table", table=wc.table, rows=table_rows(wc.table))),
+        scores=lambda wc: " ".join(f"{m}={scores(m)}" for m in table_rows(wc.table)),
+        diversity=lambda wc: ("--diversity " + " ".join(f"{m}={diversity(m)}" for m in table_rows(wc.table)))
+        if wc.table == "see_dpo" else "",
     log:
-        "logs/table1.log",
+        "logs/{table}.log",
     shell:
-        "{CLI} table --scores {params.scores} --csv {output.csv} --md {output.md} --json {output.json} --log {log}"
+        "{CLI} table --table {wildcards.table} --scores {params.scores} {params.diversity}"
+        " --csv {output.csv} --md {output.md} --json {output.json} --log {log}"
 
 
 rule training_curves:

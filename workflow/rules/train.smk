@@ -3,17 +3,18 @@
 
 rule train:
     input:
-        code("training", "objectives", "models", "data"),
+        code("training", "objectives", "models", "data", "rollouts", "sampling"),
         base_inputs(),
         cache="results/cache",
+        judges=lambda wc: judges(wc.method),
     output:
         unet=directory("results/models/{method}/unet"),
         metrics="results/models/{method}/metrics.csv",
     wildcard_constraints:
         method="|".join(METHODS),
     params:
-        param_keys=lambda wc: keys("train", method=wc.method),
-        values=values("train"),
+        param_keys=lambda wc: keys("train", method=wc.method, judges=method_judges(config, wc.method)),
+        values=lambda wc: select(config, keys("train", method=wc.method, judges=method_judges(config, wc.method))),
         base=base_model(),
         work="results/checkpoints/{method}",
         # Several GPUs: accelerate starts one process per GPU (the trainer is accelerate-based).
@@ -25,5 +26,5 @@ rule train:
     benchmark:
         "benchmarks/train/{method}.tsv"
     shell:
-        "{params.launch} -m diffpo train --method {wildcards.method} --base {params.base} --cache {input.cache}"
+        "{params.launch} -m diffpo train --scorers results/scorers --method {wildcards.method} --base {params.base} --cache {input.cache}"
         " --work {params.work} --out {output.unet} --metrics {output.metrics} --log {log}"
