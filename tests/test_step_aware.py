@@ -16,19 +16,11 @@ from diffpo import scorers
 from diffpo import step_aware as sa
 from diffpo.models import MissingWeightsError, build_noise_scheduler, build_unet, build_vae, save_pipeline
 
-from test_reward_models import FAST, setup  # noqa: F401  (the shared world + pre-trained tiny CLIP)
+from test_reward_models import FAST, one_thread, setup  # noqa: F401  (one thread; the shared world + tiny CLIP)
 from test_scorers import MEAN, PROMPTS, STD, clip_tok_dir  # noqa: F401
 from test_training import SCHEDULER
 
 CFG = {"steps": 4, "batch_size": 8, "learning_rate": 1e-2, "guidance_scale": 3.0, "max_timestep": 999, "seed": 0}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
