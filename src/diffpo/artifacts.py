@@ -119,20 +119,25 @@ def plot_training_curves(metrics_files: dict[str, Path], labels: dict[str, str],
     curves = {name: pd.read_csv(path) for name, path in metrics_files.items()}
     # SePPO's AAF rate is its Fig. 3; the online methods' mean reward shows what they optimise.
     panels = ["loss"] + [c for c in ("implicit_acc", "aaf_rate", "reward_mean") if any(c in f for f in curves.values())]
+    # One colour per method across panels; the default cycle repeats after ten, and the registry has more.
+    palette = plt.get_cmap("tab20" if len(curves) > 10 else "tab10").colors
+    colours = {name: palette[i % len(palette)] for i, name in enumerate(curves)}
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
     for ax, column in zip(axes[0], panels):
         for name, frame in curves.items():
             if column in frame:
                 smooth = frame[column].rolling(window, min_periods=1).mean()
-                ax.plot(frame["step"], smooth, label=labels.get(name, name))
+                ax.plot(frame["step"], smooth, label=labels.get(name, name), color=colours[name])
         ax.set_xlabel("optimizer step")
         ax.set_ylabel(f"{column} (moving mean over {window} steps)")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     fig.tight_layout()
     out_stem.parent.mkdir(parents=True, exist_ok=True)
     for suffix in (".png", ".pdf"):
         with atomic_path(out_stem.with_suffix(suffix)) as tmp:
             # No creation date in the PDF: a rebuilt figure is byte-identical.
-            fig.savefig(tmp, format=suffix[1:], dpi=150, metadata={"CreationDate": None} if suffix == ".pdf" else None)
+            fig.savefig(tmp, format=suffix[1:], dpi=150, bbox_inches="tight",
+                        metadata={"CreationDate": None} if suffix == ".pdf" else None)
     plt.close(fig)
