@@ -80,10 +80,11 @@ def run(params: dict, repeats: int = 10) -> pd.DataFrame:
                 start = time.perf_counter()
                 source.begin_round(0, unet, reference)
                 seconds = time.perf_counter() - start
-                made = (f"{cfg.round_updates * cfg.batch_size} losers, {cfg.sampler_steps} DDIM steps"
-                        if cfg.data == "pairs" else f"{cfg.rollout_prompts} prompts, {cfg.sampler_steps} steps")
-                rows.append({"what": f"{cfg.label}: one round's generation", "batch": made, "seconds": seconds,
-                             "per_second": float("nan")})
+                count, unit = ((cfg.round_updates * cfg.batch_size, "losers") if cfg.data == "pairs"
+                               else (cfg.rollout_prompts, "prompts"))
+                rows.append({"what": f"{cfg.label}: one round's generation",
+                             "batch": f"{count} {unit}, {cfg.sampler_steps} DDIM steps",
+                             "seconds": seconds, "per_second": count / seconds})
             draws = iter(range(10**6))
 
             def step():
