@@ -7,18 +7,19 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
 from diffpo import world
-from diffpo.world import (GENERATOR_STYLES, OOD_TEMPLATES, SCHEMA, TEMPLATES, Attributes, GeneratorStyle,
-                          WorldConfig, aesthetic_score, alignment_score, all_combinations, all_words,
-                          decode_jpeg, encode_jpeg, make_caption, make_world, parse_caption,
-                          preference_score, rate_pairs, render_batch)
+from diffpo.world import (CORPUS_SCHEMA, FREE_ATTRIBUTES, GENERATOR_STYLES, OOD_TEMPLATES, SCHEMA, TEMPLATES,
+                          Attributes, WorldConfig, all_combinations, all_words, corpus_caption, decode_jpeg,
+                          leave_free, make_caption, make_corpus, make_world, parse_caption, preference_score,
+                          rate_pairs, render_batch)
+from diffpo.world.statistics import disjointness
 
-SMALL = dict(seed=7, n_train_pairs=300, n_validation_unique=40, n_test_unique=40, n_ood_combinations=30,
+SMALL = dict(seed=7, n_train_pairs=300, n_validation_unique=40, n_test_unique=40, n_tuning=40, n_ood_combinations=30,
              n_ood_phrasings=30, train_shard_size=128)
-CLEAN = GeneratorStyle("clean", 0, 0, 0, 0, 1.0, 1.0, 0.0, 0.0)
 
 
 @pytest.fixture(scope="module")
@@ -51,19 +52,20 @@ def test_schema_and_split_sizes(built):
     out, _ = built
     shards = sorted(out.glob("train-*.parquet"))
     assert [p.name for p in shards] == [f"train-{i:05d}-of-00003.parquet" for i in range(3)]
-    for path in shards + [out / "validation_unique-00000-of-00001.parquet",
-                          out / "test_unique-00000-of-00001.parquet"]:
+    for path in shards + [out / f"{split}-00000-of-00001.parquet" for split in ("validation_unique", "test_unique", "tuning")]:
         assert pq.read_schema(path).remove_metadata() == SCHEMA
-    train, val, test = (read_split(out, s) for s in ("train", "validation_unique", "test_unique"))
-    assert (len(train), len(val), len(test)) == (300, 40, 40)
-    for split in (val, test):
+    train, val, test, tuning = (read_split(out, s) for s in ("train", "validation_unique", "test_unique", "tuning"))
+    assert (len(train), len(val), len(test), len(tuning)) == (300, 40, 40, 40)
+    for split in (val, test, tuning):
         assert split.caption.is_unique and (split.num_example_per_prompt == 1).all()
         assert not set(split.caption) & set(train.caption)
+    # the tuning split chooses settings: it shares no prompt with the splits tables report
+    assert not set(tuning.caption) & (set(val.caption) | set(test.caption))
     assert (train.groupby("caption").size() == train.groupby("caption").num_example_per_prompt.first()).all()
-    everything = [train, val, test]
+    everything = [train, val, test, tuning]
     uids = np.concatenate([np.concatenate([s.image_0_uid, s.image_1_uid]) for s in everything])
     assert len(set(uids)) == len(uids)
-    assert len(set(np.concatenate([s.ranking_id for s in everything]))) == 380
+    assert len(set(np.concatenate([s.ranking_id for s in everything]))) == 420
     assert set(train.model_0) | set(train.model_1) == {s.name for s in GENERATOR_STYLES}
     assert train.are_different.all() and train.has_label.all()
     for name, n in (("ood_combinations", 30), ("ood_phrasings", 30)):
@@ -75,53 +77,45 @@ def test_schema_and_split_sizes(built):
 def test_every_caption_parses_back_and_uses_the_vocabulary():
     vocabulary = set(all_words())
     assert "," in vocabulary and all(w == w.lower() for w in vocabulary)
+    rng = np.random.default_rng(0)
     for attrs in all_combinations():
         for template in TEMPLATES + OOD_TEMPLATES:
-            caption = make_caption(attrs, template)
-            assert parse_caption(caption) == attrs
-            assert set(caption.replace(",", " , ").split()) <= vocabulary
+            free = tuple(f for f in FREE_ATTRIBUTES if rng.random() < 0.5)
+            for request in (attrs, leave_free(attrs, free)):
+                caption = make_caption(request, template)
+                assert parse_caption(caption) == request, caption
+                assert set(caption.replace(",", " , ").split()) <= vocabulary
+        loose = leave_free(attrs, ("colour", "background"))
+        caption = corpus_caption(loose, rng)
+        assert parse_caption(caption) == loose and set(caption.replace(",", " , ").split()) <= vocabulary
     with pytest.raises(ValueError):
         parse_caption("a red blue circle on the left, white background")
+    with pytest.raises(ValueError):  # a prompt always names colour and shape
+        make_caption(leave_free(all_combinations()[0], ("shape",)), TEMPLATES[0])
 
 
-def test_heldout_combinations_stay_out_of_the_splits(built):
+def compatible(request: Attributes, combination: Attributes) -> bool:
+    return all(getattr(request, f) in (None, getattr(combination, f)) for f in request.named())
+
+
+def test_prompts_leave_attributes_free_and_heldout_combinations_out(built):
     out, summary = built
-    heldout = {Attributes(**a) for a in summary["heldout_combinations"]}
+    heldout = [Attributes(**a) for a in summary["heldout_combinations"]]
+    seen = [a for a in all_combinations() if a not in set(heldout)]
     assert len(heldout) == round(0.15 * len(all_combinations()))
-    for split in ("train", "validation_unique", "test_unique"):
-        assert not {parse_caption(c) for c in read_split(out, split).caption} & heldout
+    captions = [c for split in ("train", "validation_unique", "test_unique", "tuning") for c in read_split(out, split).caption]
+    requests = {parse_caption(c) for c in captions}
+    assert all(r.colour and r.shape for r in requests)
+    free = np.mean([len(r.free()) for r in requests]) / len(FREE_ATTRIBUTES)
+    assert 0.2 < free < 0.4  # free_attribute_probability 0.3
+    assert not {r for r in requests if not r.free()} & set(heldout)
+    assert all(any(compatible(r, a) for a in seen) for r in requests)
     ood = pq.read_table(out / "prompts" / "ood_combinations.parquet").to_pandas()
-    assert {parse_caption(c) for c in ood.caption} <= heldout
+    assert all(any(compatible(parse_caption(c), a) for a in heldout) for c in ood.caption)
     phrasings = pq.read_table(out / "prompts" / "ood_phrasings.parquet").to_pandas()
-    in_templates = {make_caption(a, t) for a in all_combinations() for t in TEMPLATES}
-    assert not {parse_caption(c) for c in phrasings.caption} & heldout
+    in_templates = {make_caption(leave_free(a, f), t) for a in all_combinations() for t in TEMPLATES
+                    for f in ((), ("background",), ("size",), ("position",))}
     assert not set(phrasings.caption) & in_templates
-
-
-def test_clean_renders_align_and_wrong_colour_does_not():
-    rng = np.random.default_rng(0)
-    combos = all_combinations()
-    captions = [make_caption(a, TEMPLATES[0]) for a in combos]
-    images = np.stack([decode_jpeg(encode_jpeg(i)) for i in render_batch(combos, [CLEAN] * len(combos), rng)])
-    assert images.shape == (len(combos), 32, 32, 3) and images.dtype == np.uint8
-    clean = alignment_score(images, captions)
-    assert clean.min() > 0.9
-    colours = list(world.COLOURS)
-    wrong = [dataclasses.replace(a, colour=colours[(colours.index(a.colour) + 1) % 6]) for a in combos]
-    assert (alignment_score(images, [make_caption(a, TEMPLATES[0]) for a in wrong]) < clean - 0.15).all()
-    blank = np.full((2, 32, 32, 3), 245, np.uint8)
-    empty = alignment_score(blank, captions[:2])
-    assert np.isfinite(empty).all() and (empty < 0.5).all()
-
-
-def test_faded_and_dark_renders_look_worse():
-    rng = np.random.default_rng(1)
-    combos = all_combinations()
-    crisp = aesthetic_score(render_batch(combos, [CLEAN] * len(combos), rng))
-    for style in (dataclasses.replace(CLEAN, contrast=0.45, saturation=0.5),
-                  dataclasses.replace(CLEAN, exposure=-0.3)):
-        assert aesthetic_score(render_batch(combos, [style] * len(combos), rng)).mean() < crisp.mean() - 0.15
-    assert ((crisp >= 0) & (crisp <= 1)).all()
 
 
 def test_generators_rank_as_designed(built):
@@ -134,6 +128,27 @@ def test_generators_rank_as_designed(built):
     recorded = summary["splits"]["train"]["mean_utility"]
     for table in (means, recorded):
         assert all(table["gen-crisp"] > table[name] + 0.05 for name in table if name != "gen-crisp")
+
+
+def test_corpus_is_loose_web_data_disjoint_from_the_preference_data(built, tmp_path):
+    out, _ = built
+    facts = make_corpus(seed=7, n_captions=200, shard_size=120, image_size=32, out_dir=tmp_path)
+    shards = sorted(tmp_path.glob("corpus-*.parquet"))
+    assert [p.name for p in shards] == facts["shards"] == ["corpus-00000-of-00002.parquet", "corpus-00001-of-00002.parquet"]
+    assert all(pq.read_schema(p).remove_metadata() == CORPUS_SCHEMA for p in shards)
+    corpus = pq.read_table(shards).to_pandas()
+    assert len(corpus) == 200
+    assert set(corpus.model_0) | set(corpus.model_1) <= {"web-photo", "web-washed", "web-dark", "web-blurry"}
+    requests = [parse_caption(c) for c in corpus.caption]
+    # loose captions: every attribute is sometimes left out, shape and colour included
+    for field in ("colour", "shape", "background", "size", "position"):
+        named = np.mean([getattr(r, field) is not None for r in requests])
+        assert 0.2 < named < 0.95, field
+    preference = sorted(out.glob("*.parquet"))
+    assert disjointness(shards, preference) == {"corpus_images": 400, "preference_images": 840,
+                                                "shared_uids": 0, "shared_content": 0}
+    # the check can fail: a corpus that copied a preference image is caught
+    assert disjointness(shards + preference[:1], preference)["shared_content"] > 0
 
 
 def test_labels_follow_utility_at_the_recorded_rate(built):
@@ -178,3 +193,31 @@ def test_bad_rows_are_present_as_recorded(built):
         assert valid == (i not in bad["invalid_label_rows"])
     with pytest.raises(ValueError):
         decode_jpeg(b"not a jpeg")
+
+
+def test_interval_by_hand():
+    from diffpo.world.statistics import Z95, interval
+
+    facts = interval(np.array([1.0, 2.0, 3.0, np.nan]))  # NaN: a prompt without the quantity
+    se = 1 / np.sqrt(3)  # std (ddof 1) of 1, 2, 3 is 1
+    assert facts["mean"] == 2.0 and facts["n_prompts"] == 3 and np.isclose(facts["se"], se)
+    assert np.allclose(facts["ci95"], [2 - Z95 * se, 2 + Z95 * se])
+
+
+def test_data_versus_base_gap_is_paired_by_prompt(built):
+    from diffpo.world.statistics import data_vs_base
+
+    out, _ = built
+    shards = sorted(out.glob("validation_unique-*.parquet"))
+    split = read_split(out, "validation_unique")
+    images = [np.stack([decode_jpeg(b) for b in split[f"jpg_{k}"]]) for k in (0, 1)]
+    u0, u1 = (preference_score(i, list(split.caption)) for i in images)
+    # a "base model" scoring 0.5 below image 0 of every prompt, with two samples per prompt
+    base = pd.DataFrame({"caption": np.repeat(split.caption, 2), "gt_preference": np.repeat(u0 - 0.5, 2),
+                         "degradation": 0.0})
+    facts = data_vs_base(shards, base, 0.6, 0.4)
+    assert facts["prompts"] == 40
+    assert np.isclose(facts["random_data_image_minus_base"]["mean"], np.mean((u1 - u0) / 2 + 0.5))
+    decided = split.label_0.to_numpy() != 0.5
+    winner = np.where(split.label_0 == 1, u0, u1)
+    assert np.isclose(facts["winner_minus_base"]["mean"], np.mean((winner - u0 + 0.5)[decided]))
