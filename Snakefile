@@ -17,3 +17,11 @@ rule all:
         "results/see_dpo.csv",
         "results/scorer_accuracy.csv",
         "results/figures/training_curves.png",
+        "results/world_stats.json" if TINY else [],
+
+
+# Record the outputs Snakemake holds current in dvc.lock (`dvc commit` of exactly those
+# stages), so that `dvc status` and `dvc repro` see finished work as done. Only warns
+# where DVC is not set up.
+onsuccess:
+    shell("{CLI} dvc-commit --log logs/dvc_commit.log")

@@ -1,8 +1,10 @@
 """One run of the real workflow at a reduced size: Snakemake, then DVC, on a copy of the project.
 
-Checks that the chain produces table 1, that changing one method's setting reruns only that
-method's jobs and the table (in Snakemake and in DVC), and that ``dvc repro`` reproduces
-Snakemake's outputs byte for byte.
+Checks that the chain produces table 1; that Snakemake's finished work is current for DVC
+(dvc.lock), and that changing one method's setting reruns only that method's jobs and the
+table (in Snakemake and in DVC); that ``dvc repro --force`` without checkpoints retrains and
+reproduces Snakemake's outputs byte for byte; and that a code change retrains from step 0.
+Every command imports the copy's package (PYTHONPATH), never the installed one.
 """
 
 import hashlib
@@ -21,7 +23,8 @@ pytestmark = pytest.mark.slow
 
 SMOKE = {
     "world": {"n_train_pairs": 600, "n_validation_unique": 12, "n_test_unique": 12, "n_ood_combinations": 8,
-              "n_ood_phrasings": 8, "train_shard_size": 250},
+              "n_ood_phrasings": 8, "train_shard_size": 250, "n_tuning": 12},
+    "corpus": {"n_captions": 300, "shard_size": 200},
     "pretrain": {
         "text_encoder": {"steps": 20, "batch_size": 32},
         "vae": {"steps": 20, "batch_size": 16},
@@ -43,7 +46,7 @@ SMOKE_METHODS = {
             "sampler_steps": 3, "divert_start_step": 1, "score_gap": 0.0},
 }
 SMOKE_TABLES = {
-    "table1": {"rows": ["base", "continued", "sft_w", "diffusion_dpo", "spo", "seppo_w"]},
+    "table1": {"rows": ["base", "plateau", "continued", "sft_w", "diffusion_dpo", "spo", "seppo_w"]},
     "table4": {"rows": ["seppo_w"]},
     "see_dpo": {"rows": ["diffusion_dpo", "d3po"]},
 }
@@ -56,7 +59,8 @@ def merge(base: dict, override: dict) -> dict:
 
 
 def run(cmd: list[str], cwd: Path, stderr: bool = True, **env) -> str:
-    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **env}
+    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+                   "PYTHONPATH": str(Path(cwd) / "src"), **env}
     result = subprocess.run(cmd, cwd=cwd, env=environment, capture_output=True, text=True)
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{errors(result.stderr)}"
     return result.stdout + result.stderr if stderr else result.stdout
@@ -77,6 +81,35 @@ def digests(project: Path) -> dict[str, str]:
     return out
 
 
+def tree_digest(folder: Path) -> str:
+    return hashlib.sha256(b"".join(p.read_bytes() for p in sorted(folder.rglob("*.safetensors")))).hexdigest()
+
+
+def dvc_status(project: Path) -> set[str]:
+    """The stages ``dvc status`` reports changed."""
+    return set(yaml.safe_load(run(["dvc", "status", "--json"], project, stderr=False)) or {})
+
+
+def downstream(project: Path, stage: str) -> set[str]:
+    """``stage`` and every dvc.yaml stage that depends on its outputs, transitively."""
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    outs = {name: [next(iter(o)) if isinstance(o, dict) else o for o in s["outs"]] for name, s in stages.items()}
+    found, todo = set(), [stage]
+    while todo:
+        name = todo.pop()
+        if name not in found:
+            found.add(name)
+            todo += [other for other, s in stages.items()
+                     if any(d == o or d.startswith(o + "/") for d in s.get("deps", []) for o in outs[name])]
+    return found
+
+
+def trained_from_scratch(log: Path) -> bool:
+    """The job trained from step 0 (its progress bar starts at 0) and resumed no checkpoint."""
+    text = log.read_text()
+    return "resuming from" not in text and re.search(r"\b0/\d+ \[", text) is not None
+
+
 def planned_jobs(dry_run_output: str) -> dict[str, int]:
     table = dry_run_output.split("Job stats:")[1].split("Reasons:")[0] if "Job stats:" in dry_run_output else ""
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
@@ -92,13 +125,15 @@ def project(root, tmp_path_factory) -> Path:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(root / name, dest / name)
     params = merge(yaml.safe_load((root / "params.yaml").read_text()), SMOKE)
-    keep = ["continued", "sft_w", "diffusion_dpo", *SMOKE_METHODS]
+    keep = ["plateau", "continued", "sft_w", "diffusion_dpo", *SMOKE_METHODS]
     params["methods"] = {m: merge(params["methods"][m], SMOKE_METHODS.get(m, {})) for m in keep}
     params["tables"] = SMOKE_TABLES
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     # The DVC stages expand over the registry and the tables, so the smaller registry needs its own dvc.yaml.
     (dest / "dvc.yaml").write_text(run([sys.executable, "-m", "diffpo", "dvc-yaml"], dest, stderr=False))
     run(["git", "init", "-q"], dest)
+    imported = run([sys.executable, "-c", "import diffpo; print(diffpo.__file__)"], dest, stderr=False).strip()
+    assert Path(imported).resolve() == (dest / "src/diffpo/__init__.py").resolve(), imported
     return dest
 
 
@@ -126,21 +161,46 @@ def test_snakemake_builds_everything_and_dvc_reproduces_it(project):
     see = pd.read_csv(project / "results/see_dpo.csv")
     assert {"div_vendi_mean", "div_ssim_se"} <= set(see) and see["method"].tolist() == ["base", "diffusion_dpo", "d3po"]
 
+    # Snakemake's finished work is current for DVC: its onsuccess handler recorded it in dvc.lock.
+    assert "dvc.lock: recorded" in (project / "logs/dvc_commit.log").read_text()
+    assert dvc_status(project) == set()
+
     # Changing one method's setting reruns that method's jobs and the table, nothing else.
     params_file = project / "params.yaml"
     original = params_file.read_text()
     params = yaml.safe_load(original)
     params["methods"]["sft_w"]["learning_rate"] = 2.0e-4
-    changed = yaml.safe_dump(params, sort_keys=False)
-    params_file.write_text(changed)
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     plan = planned_jobs(run(["snakemake", "--cores", "2", "--dry-run"], project))
     assert plan == {"train": 1, "sample": 1, "evaluate": 1, "table": 1, "training_curves": 1, "all": 1}, plan
-
-    # DVC runs the same commands on the same files: byte-identical outputs.
+    affected = downstream(project, "train-sft_w")  # its sample and evaluate, table1, the training curves
+    assert {"training_curves", "table-table1"} <= affected and not {"train-diffusion_dpo", "pretrain_unet"} & affected
+    status = dvc_status(project)
+    assert "train-sft_w" in status and status <= affected, status
     params_file.write_text(original)
+
+    # DVC runs the same commands on the same files: byte-identical outputs, retrained from nothing.
     snakemake_outputs = digests(project)
-    run(["dvc", "repro", "--quiet"], project, OMP_NUM_THREADS="1")
+    shutil.rmtree(project / "results/checkpoints")
+    run(["dvc", "repro", "--force", "--quiet"], project, OMP_NUM_THREADS="1")
     assert digests(project) == snakemake_outputs
-    params_file.write_text(changed)
-    status = run(["dvc", "status", "--json"], project)
-    assert set(yaml.safe_load(status)) == {"train-sft_w"}
+    methods = yaml.safe_load(original)["methods"]
+    for log in ["logs/pretrain_unet.log", *(f"logs/train/{m}.log" for m in methods)]:
+        assert trained_from_scratch(project / log), (project / log).read_text()[-2000:]
+    assert dvc_status(project) == set()
+
+    # A code change retrains: the final checkpoints of the old code are not resumed.
+    objectives = project / "src/diffpo/objectives.py"
+    source = objectives.read_text()
+    assert source.count("loss = mse_policy.mean()") == 1
+    objectives.write_text(source.replace("loss = mse_policy.mean()", "loss = mse_policy.pow(1.5).mean()  # test"))
+    before = {m: tree_digest(project / f"results/models/{m}/unet") for m in ("sft_w", "diffusion_dpo")}
+    run(["snakemake", "results/models/sft_w/unet", "--cores", "2", "--set-threads", "pretrain_unet=1"], project)
+    for log in ("logs/pretrain_unet.log", "logs/train/sft_w.log"):
+        assert trained_from_scratch(project / log), (project / log).read_text()[-2000:]
+    assert tree_digest(project / "results/models/sft_w/unet") != before["sft_w"]
+    assert tree_digest(project / "results/models/diffusion_dpo/unet") == before["diffusion_dpo"]  # not a target
+    # dvc.lock records what Snakemake reran; what it did not (other methods, now stale) DVC still sees as changed.
+    status = dvc_status(project)
+    assert not {"pretrain_unet", "train-sft_w"} & status, status
+    assert {"train-diffusion_dpo", "sample-sft_w-validation_unique"} <= status, status

@@ -32,3 +32,123 @@ def test_every_stage_logs_and_writes_under_results(root):
         for out in stage["outs"]:
             path = next(iter(out)) if isinstance(out, dict) else out
             assert path.startswith("results/"), (name, path)
+
+
+# ---------------------------------------------------------------- code inputs derived from cli.py
+def test_every_rule_depends_on_the_code_its_command_runs(root):
+    import re
+
+    from diffpo.workflow import code_files, snakemake_jobs
+
+    jobs = [job for job in snakemake_jobs(root, ["all"]) if job.output]
+    assert {job.rule.name for job in jobs} >= {"prepare", "encode", "train", "sample", "evaluate", "table"}
+    for job in jobs:
+        found = re.search(r"-m diffpo ([a-z][\w-]*)", job.shellcmd)
+        assert found, f"{job.rule.name}: no `python -m diffpo COMMAND` in {job.shellcmd!r}"
+        missing = set(code_files(found.group(1), root)) - {str(f) for f in job.input}
+        assert not missing, f"{job.rule.name} runs {sorted(missing)} but does not depend on them"
+    train = code_files("train", root)
+    assert {"src/diffpo/step_aware.py", "src/diffpo/reward_models.py", "src/diffpo/scorers.py",
+            "src/diffpo/objectives.py", "src/diffpo/rollouts.py"} <= set(train)
+    assert "src/diffpo/diversity.py" in code_files("evaluate", root)
+    assert "src/diffpo/paper_numbers.yaml" in code_files("table", root)
+    assert "src/diffpo/paper_numbers.yaml" not in train and "src/diffpo/training.py" not in code_files("sample", root)
+
+
+def test_every_subcommand_has_derivable_code(root):
+    from diffpo.cli import build_parser
+    from diffpo.workflow import code_files
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    for name, sub in commands.items():
+        assert sub.get_default("func").__name__ == "cmd_" + name.replace("-", "_"), name
+        assert {"src/diffpo/cli.py", "src/diffpo/__main__.py", "src/diffpo/__init__.py"} <= set(code_files(name, root))
+
+
+def _fake_package(tmp_path):
+    files = {
+        "__init__.py": "",
+        "__main__.py": "from diffpo.cli import main\n",
+        "cli.py": (
+            "import json\n"
+            "from diffpo import config  # module level: every command\n\n"
+            "def _helper():\n    from diffpo.helpers import h\n\n"
+            "def _unused():\n    from diffpo.unused import u\n\n"
+            "def cmd_go(args):\n    from diffpo.engine import run\n    _helper()\n\n"
+            "def cmd_other(args):\n    from diffpo.other import x\n\n"
+            "def main():\n    pass\n"
+        ),
+        "config.py": "import yaml\n",
+        "helpers.py": "",
+        "unused.py": "",
+        "other.py": "",
+        "engine.py": (
+            "import numpy\n\n"
+            "def run():\n"
+            "    from diffpo.lazy import thing  # function-local\n"
+            "    from diffpo.sub import feature\n"
+            "    return open('table.yaml')\n"
+        ),
+        "lazy.py": "from . import sibling\nthing = 1\n",
+        "sibling.py": "",
+        "sub/__init__.py": "from diffpo.sub.impl import feature\n",
+        "sub/impl.py": "from .deep import d\nfeature = 1\n",
+        "sub/deep.py": "",
+        "sub/extra.py": "",
+        "table.yaml": "a: 1\n",
+        "other.yaml": "b: 2\n",
+    }
+    package = tmp_path / "src" / "diffpo"
+    for name, text in files.items():
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_text(text)
+    return package
+
+
+def test_code_closure_follows_local_relative_and_subpackage_imports(tmp_path):
+    import pytest
+
+    from diffpo.workflow import code_digest, code_files
+
+    package = _fake_package(tmp_path)
+    assert [f.removeprefix("src/diffpo/") for f in code_files("go", tmp_path)] == [
+        "__init__.py", "__main__.py", "cli.py", "config.py", "engine.py", "helpers.py", "lazy.py", "sibling.py",
+        "sub/__init__.py", "sub/deep.py", "sub/impl.py", "table.yaml",
+    ]
+    assert [f.removeprefix("src/diffpo/") for f in code_files("other", tmp_path)] == [
+        "__init__.py", "__main__.py", "cli.py", "config.py", "other.py",
+    ]
+    with pytest.raises(ValueError, match="cmd_missing"):
+        code_files("missing", tmp_path)
+    before = code_digest("go", package)
+    (package / "unused.py").write_text("changed = True\n")
+    assert code_digest("go", package) == before
+    (package / "sub" / "deep.py").write_text("d = 2\n")
+    assert code_digest("go", package) != before
+
+
+def test_checkpoint_fingerprint_covers_the_code(tmp_path, monkeypatch):
+    import numpy as np
+
+    import diffpo.workflow
+    from diffpo.config import TrainConfig
+    from diffpo.training import run_fingerprint
+
+    (tmp_path / "cache.json").write_text("{}")
+    (tmp_path / "pairs.parquet").write_bytes(b"pairs")
+    np.save(tmp_path / "latents_w.npy", np.zeros(4))
+    cfg = TrainConfig(objective="sft", steps=1, batch_size=1, learning_rate=1e-4)
+    real = run_fingerprint(cfg, "init", tmp_path, "train")
+    assert real != run_fingerprint(cfg, "init", tmp_path, "pretrain-unet")
+    monkeypatch.setattr(diffpo.workflow, "code_digest", lambda command: "fixed code")
+    assert run_fingerprint(cfg, "init", tmp_path, "train") != real
+
+
+def test_dvc_commit_only_warns_without_dvc(tmp_path):
+    from diffpo.workflow import dvc_commit
+
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    warnings = dvc_commit(tmp_path)
+    assert len(warnings) == 1 and "not initialised" in warnings[0]
+    assert not (tmp_path / "dvc.lock").exists()

@@ -21,6 +21,7 @@ import csv
 import hashlib
 import json
 import shutil
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -127,13 +128,19 @@ class BatchSampler:
         return np.asarray(out)
 
 
-def run_fingerprint(cfg: TrainConfig, init: str, cache_dir: Path) -> str:
-    """What a checkpoint must match to be resumed: settings, starting weights and data.
+def run_fingerprint(cfg: TrainConfig, init: str, cache_dir: Path, command: str) -> str:
+    """What a checkpoint must match to be resumed: code, settings, starting weights and data.
 
-    ``init`` identifies the starting weights (see ``content_digest``); the cache is
-    identified by its pair index and the first megabyte of its latents.
+    ``command`` is the CLI subcommand training (``train``, ``pretrain-unet``): the package files
+    it runs are hashed where diffpo is imported from (``workflow.code_digest``), so a fixed bug
+    is never resumed from a checkpoint of the old code. ``init`` identifies the starting
+    weights (see ``content_digest``); the cache is identified by its pair index and the first
+    megabyte of its latents.
     """
-    digest = hashlib.sha256(json.dumps({"cfg": asdict(cfg), "init": init}, sort_keys=True, default=str).encode())
+    from diffpo.workflow import code_digest
+
+    identity = {"cfg": asdict(cfg), "init": init, "code": code_digest(command)}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode())
     for name in ("cache.json", "pairs.parquet"):
         digest.update((cache_dir / name).read_bytes())
     with open(cache_dir / "latents_w.npy", "rb") as f:
@@ -214,11 +221,16 @@ def train(
     n_micro = cfg.gradient_accumulation_steps
     progress = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=cfg.label or cfg.objective,
                     disable=not accelerator.is_local_main_process, mininterval=10)
+    # Where the time goes, printed to the job's log (not to metrics.csv, which must be reproducible).
+    seconds = {"generation": 0.0, "updates": 0.0, "checkpoints": 0.0}
     with open(metrics_path, "a", newline="") as metrics_file:
         writer = None
         for step in progress:
+            tick = time.perf_counter()
             if cfg.round_updates and (step % cfg.round_updates == 0 or step == start):
                 source.begin_round(step // cfg.round_updates, accelerator.unwrap_model(unet), reference)
+            seconds["generation"] += time.perf_counter() - tick
+            tick = time.perf_counter()
             logged: dict[str, float] = dict(source.round_metrics)
             for micro in range(n_micro):
                 draw = (step * n_micro + micro) * accelerator.num_processes + accelerator.process_index
@@ -247,10 +259,15 @@ def train(
                 metrics_file.flush()
             progress.set_postfix({k: f"{v:.4g}" for k, v in logged.items() if k in ("loss", "implicit_acc", "aaf_rate", "reward_mean")},
                                  refresh=False)
+            seconds["updates"] += time.perf_counter() - tick
+            tick = time.perf_counter()
             if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
                 accelerator.wait_for_everyone()
                 if accelerator.is_main_process:
                     _save_checkpoint(work_dir, step + 1, fingerprint, accelerator.unwrap_model(unet), optimizer, lr_scheduler, keep_checkpoints)
+            seconds["checkpoints"] += time.perf_counter() - tick
+    accelerator.print(f"{cfg.label or cfg.objective}: {cfg.steps - start} steps; time "
+                      + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
     unet = accelerator.unwrap_model(unet)
     return (merge_lora(unet) if cfg.lora_rank else unet), metrics_path
 
@@ -260,12 +277,16 @@ def add_lora(unet: UNet2DConditionModel, cfg: TrainConfig) -> None:
     """LoRA adapters (peft) on the attention projections; every other weight is frozen.
 
     B starts at zero, so the adapted UNet starts exactly at the base model (the reference).
+    A's Gaussian initialisation is drawn from the run's seed: a rerun from nothing trains the
+    same adapters.
     """
     from peft import LoraConfig
 
     unet.requires_grad_(False)
-    unet.add_adapter(LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_rank, init_lora_weights="gaussian",
-                                target_modules=list(cfg.lora_targets)))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_seed_for(cfg.seed, 6))
+        unet.add_adapter(LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_rank, init_lora_weights="gaussian",
+                                    target_modules=list(cfg.lora_targets)))
 
 
 def merge_lora(unet: UNet2DConditionModel) -> UNet2DConditionModel:
@@ -357,7 +378,10 @@ class DataSource:
         shape = self.cache.latents("w", idx[:1]).shape[1:]
         generator = torch.Generator().manual_seed(_seed_for(cfg.seed, 2, index, acc.process_index))
         noise = torch.randn((len(idx), *shape), generator=generator)
-        with reference.model() as ref_unet:
+        # Generation is most of a round's time; bf16 autocast (where set) roughly halves it on a
+        # bf16-capable CPU, and the losers only need to look like the reference's samples.
+        precision = torch.autocast(acc.device.type, dtype=torch.bfloat16, enabled=cfg.generation_precision == "bf16")
+        with reference.model() as ref_unet, precision:
             latents = _generate_losers(ref_unet, self.generators.scheduler, noise, embeds, self.empty[None], cfg)
         self.losers = dict(zip(draws, latents.split(cfg.batch_size)))
         self.round_metrics = {"reference_step": float(choice * cfg.round_updates)}

@@ -4,12 +4,16 @@
 values as ``params:`` (so a change reruns exactly the jobs that read it), the CLI hands a
 stage only those keys, and the generated dvc.yaml lists the same keys per stage.
 dvc.yaml is generated from the Snakemake DAG (``python -m diffpo dvc-yaml``); a test
-checks that the committed file is current.
+checks that the committed file is current. ``code_files`` derives a rule's code inputs from
+the imports of its command in cli.py; ``dvc_commit`` records Snakemake's finished work in
+dvc.lock (Snakefile ``onsuccess``).
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import functools
 import inspect
 import io
 from pathlib import Path
@@ -22,9 +26,12 @@ from diffpo.config import ParamsError, select
 STAGE_PARAMS: dict[str, Callable[..., list[str]]] = {
     "world": lambda: ["world"],
     "prepare": lambda: ["data.source", "data.split", "data.max_pairs"],
-    "pretrain_text_encoder": lambda: ["data.source", "data.split", "data.resolution", "pretrain.seed", "pretrain.text_encoder"],
-    "pretrain_vae": lambda: ["data.source", "data.split", "data.resolution", "pretrain.seed", "pretrain.vae"],
+    "corpus": lambda: ["corpus", "world.image_size"],
+    "pretrain_text_encoder": lambda: ["corpus.source", "corpus.split", "data.resolution", "pretrain.seed",
+                                      "pretrain.text_encoder"],
+    "pretrain_vae": lambda: ["corpus.source", "corpus.split", "data.resolution", "pretrain.seed", "pretrain.vae"],
     "encode": lambda: ["data.source", "data.split", "data.resolution", "encode"],
+    "encode_corpus": lambda: ["corpus.source", "corpus.split", "data.resolution", "encode"],
     "pretrain_unet": lambda: ["pretrain.seed", "pretrain.unet", "pretrain.scheduler"],
     # judges: the scorers a method's rollouts are judged by (config.method_judges)
     "train": lambda method, judges=(): ["train", f"methods.{method}"] + [f"scorers.sources.{j}" for j in judges],
@@ -35,6 +42,8 @@ STAGE_PARAMS: dict[str, Callable[..., list[str]]] = {
                                     f"scorers.stand_ins.{scorer}"],
     "evaluate": lambda: ["world.alignment_weight", "world.aesthetic_weight", "scorers.names", "scorers.batch_size",
                          "scorers.sources"],
+    "world_stats": lambda: ["world.alignment_weight", "world.aesthetic_weight", "sample.prompt_set", "prompt_sets",
+                            "data.source", "corpus.source", "corpus.split"],
     "scorer_accuracy": lambda: ["data.source", "world.alignment_weight", "world.aesthetic_weight", "scorers.names",
                                 "scorers.batch_size", "scorers.sources", "scorers.accuracy_split"],
     "table": lambda table, rows: [f"tables.{table}"] + [f"methods.{m}.label" for m in rows if m != "base"],
@@ -72,6 +81,38 @@ HEADER = (
 
 def snakemake_jobs(root: Path, targets: list[str]) -> list:
     """Every job of the DAG that builds ``targets`` from scratch, in topological order."""
+    return _with_dag(root, targets, True, lambda workflow, jobs: jobs)
+
+
+def current_jobs(root: Path, targets: list[str]) -> list:
+    """The jobs of ``targets``' DAG that Snakemake would not rerun and whose outputs it made itself.
+
+    Up to date in Snakemake's sense (modification times, params, input set, code); and every
+    output has Snakemake's record (without one, Snakemake cannot see a params change) and
+    still has the modification time Snakemake recorded when the job finished (not rewritten
+    since, e.g. by ``dvc repro``).
+    """
+    def current(workflow, jobs):
+        persistence = workflow.persistence
+        return [job for job in jobs if job.output and not workflow.dag.needrun(job) and persistence.has_metadata(job)
+                and not persistence.has_outdated_metadata(job)
+                and all(_finished_by_snakemake(str(f), persistence.metadata(f)) for f in job.output)]
+
+    return _with_dag(root, targets, False, current)
+
+
+def _finished_by_snakemake(path: str, record) -> bool:
+    stamp = Path(path) / ".snakemake_timestamp"  # Snakemake's modification time of a directory output
+    try:
+        mtime = (stamp if stamp.is_file() else Path(path)).stat().st_mtime
+    except FileNotFoundError:
+        return False
+    return not record.incomplete and record.endtime is not None and abs(mtime - record.endtime) < 1e-6
+
+
+def _with_dag(root: Path, targets: list[str], forceall: bool, visit: Callable):
+    """``visit(workflow, jobs)`` on the DAG of ``targets`` (topological order), built as
+    ``snakemake --dry-run`` would (``forceall``: as if nothing existed yet)."""
     from snakemake.api import SnakemakeApi
     from snakemake.settings.types import DAGSettings, OutputSettings, ResourceSettings, StorageSettings, WorkflowSettings
 
@@ -83,11 +124,13 @@ def snakemake_jobs(root: Path, targets: list[str]) -> list:
             snakefile=root / "Snakefile",
             workdir=root,
         )
-        dag_api = workflow_api.dag(DAGSettings(targets=set(targets), forceall=True))
+        # An interrupted job's outputs (incomplete) count as out of date, as with --rerun-incomplete.
+        dag_api = workflow_api.dag(DAGSettings(targets=set(targets), forceall=forceall, force_incomplete=True))
         workflow = dag_api.workflow_api._workflow
-        workflow._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True)
+        workflow._prepare_dag(forceall=forceall, ignore_incomplete=forceall, lock_warn_only=True)
         workflow._build_dag()
-        return list(workflow.dag.toposorted_jobs()) if hasattr(workflow.dag, "toposorted_jobs") else _toposort(workflow.dag)
+        dag = workflow.dag
+        return visit(workflow, list(dag.toposorted_jobs()) if hasattr(dag, "toposorted_jobs") else _toposort(dag))
 
 
 def _toposort(dag) -> list:
@@ -121,6 +164,64 @@ def _is_report(path: str) -> bool:
     return path.endswith((".json", ".csv", ".md"))
 
 
+def dvc_commit(root: Path, targets: list[str] = ("all",)) -> list[str]:
+    """Record Snakemake's finished work in dvc.lock, so that DVC sees it as current.
+
+    Runs ``dvc commit --force --no-relink`` for exactly the DVC stages whose Snakemake jobs
+    are current (``current_jobs``) and declared in dvc.yaml as Snakemake runs them; a stage
+    whose job Snakemake would rerun (a stale output outside the last run, say) keeps its old
+    dvc.lock entry, so DVC still sees it as changed. ``--no-relink`` leaves the workspace
+    files (and so Snakemake's modification times) untouched. Returns warnings; without DVC
+    (no .dvc/ or no dvc.yaml) it does nothing else.
+    """
+    import time
+
+    root = Path(root)
+    if not (root / ".dvc").is_dir() or not (root / "dvc.yaml").is_file():
+        return [f"DVC is not initialised in {root} (no .dvc/ or dvc.yaml): dvc.lock not updated"]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        expected = dvc_stages(current_jobs(root, list(targets)))
+    declared = yaml.safe_load((root / "dvc.yaml").read_text()).get("stages", {})
+    stale = sorted(name for name in expected if declared.get(name) != expected[name])
+    warnings = [f"dvc.yaml does not declare {len(stale)} stage(s) as Snakemake runs them ({', '.join(stale[:5])}"
+                f"{', ...' if len(stale) > 5 else ''}): not committed; regenerate it with "
+                "`python -m diffpo dvc-yaml > dvc.yaml`"] if stale else []
+    stages = [name for name in expected if name not in stale]
+    if not stages:
+        return warnings + ["no DVC stage has current Snakemake outputs: dvc.lock not updated"]
+    start = time.time()
+    try:
+        committed = _commit_stages(root, stages)
+    except ImportError as error:
+        return warnings + [f"DVC is not installed ({error}): dvc.lock not updated"]
+    except Exception as error:  # a DVC error (a lock held by a running dvc, a missing output): warn
+        return warnings + [f"`dvc commit` failed, dvc.lock not updated: {type(error).__name__}: {error}"]
+    print(f"dvc.lock: recorded {len(committed)} of {len(declared)} stages in {time.time() - start:.1f} s")
+    return warnings
+
+
+def _commit_stages(root: Path, names: list[str]) -> list[str]:
+    """``dvc commit --force --no-relink`` of the dvc.yaml stages ``names``, in one pass: the CLI
+    reads and rewrites dvc.yaml and dvc.lock once per target (about a second per stage)."""
+    from dvc.repo import Repo, locked
+
+    dvc_yaml_path = (root / "dvc.yaml").resolve()
+
+    @locked
+    def commit(repo) -> list[str]:
+        stages = [s for s in repo.index.stages
+                  if getattr(s, "name", None) in names and Path(s.path).resolve() == dvc_yaml_path]
+        for stage in stages:
+            stage.save()
+            stage.commit(relink=False)
+        if stages:
+            stages[0].dvcfile.dump_stages(stages, update_pipeline=False)
+        return [s.name for s in stages]
+
+    with Repo(str(root)) as repo:
+        return commit(repo)
+
+
 def dvc_yaml(root: Path, targets: list[str]) -> str:
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         stages = dvc_stages(snakemake_jobs(root, targets))
@@ -135,3 +236,129 @@ def dvc_yaml(root: Path, targets: list[str]) -> str:
         ],
     }
     return HEADER + yaml.safe_dump(document, sort_keys=False, width=200)
+
+
+# ---------------------------------------------------------------- the code each command runs
+# A rule's code inputs and a training run's checkpoint fingerprint are the package files its
+# command runs: the command's function in cli.py (and the cli.py helpers it uses), then every
+# package module those import, transitively (module-level and function-local imports alike),
+# and the package data files (paper_numbers.yaml) those modules name.
+PACKAGE = "diffpo"
+ALWAYS_RUN = ("main", "build_parser")  # cli.py functions every command runs (not followed: they name every cmd_)
+
+
+def code_files(command: str, root: Path) -> list[str]:
+    """The files ``python -m diffpo COMMAND`` runs, relative to the project ``root`` (``src/diffpo/...``)."""
+    root = Path(root)
+    return [str(p.relative_to(root)) for p in command_sources(command, root / "src" / PACKAGE)]
+
+
+def code_digest(command: str, package_dir: Path | None = None) -> str:
+    """A digest of the files ``command`` runs, read where the package is imported from by default."""
+    import hashlib
+
+    if package_dir is None:
+        import diffpo
+
+        package_dir = Path(diffpo.__file__).parent
+    digest = hashlib.sha256()
+    for path in command_sources(command, package_dir):
+        digest.update(path.relative_to(package_dir).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def command_sources(command: str, package_dir: Path) -> list[Path]:
+    """Sorted paths of the package files that subcommand ``command`` (e.g. ``pretrain-unet``) runs."""
+    package_dir = Path(package_dir)
+    cli = package_dir / "cli.py"
+    tree = _parse(cli)
+    defs = {node.name: node for node in tree.body
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    entry = "cmd_" + command.replace("-", "_")
+    if entry not in defs:
+        raise ValueError(f"unknown diffpo subcommand {command!r}: {cli} has no function {entry}()")
+    used, todo = set(), [entry]
+    while todo:  # the command's function and the cli.py functions and classes it refers to
+        name = todo.pop()
+        if name not in used:
+            used.add(name)
+            todo += [n.id for n in ast.walk(defs[name]) if isinstance(n, ast.Name) and n.id in defs]
+    nodes = [node for node in tree.body if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+    nodes += [defs[name] for name in used | {n for n in ALWAYS_RUN if n in defs}]
+    modules = {f"{PACKAGE}.__main__", f"{PACKAGE}.cli"}
+    for node in nodes:
+        modules.update(_imported(node, f"{PACKAGE}.cli", package_dir, is_package=False))
+    files: set[Path] = set()
+    todo = list(modules)
+    while todo:  # every package module those import, transitively
+        module = todo.pop()
+        path = _module_file(module, package_dir)
+        if path is None or path in files:
+            continue
+        files.add(path)
+        todo += _parents(module)
+        if path != cli:  # cli.py's imports: only those of the command's functions (above)
+            todo += _imported(_parse(path), _module_name(path, package_dir), package_dir, path.name == "__init__.py")
+    sources = [p for p in files if p.suffix == ".py"]
+    return sorted(files | set(_data_files(sources, package_dir)))
+
+
+def _imported(node: ast.AST, importer: str, package_dir: Path, is_package: bool) -> set[str]:
+    """The package modules an AST node imports (a ``from P import x`` also names P.x, if x is a module)."""
+    out = set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.Import):
+            out.update(a.name for a in n.names if _ours(a.name))
+        elif isinstance(n, ast.ImportFrom):
+            base = n.module or ""
+            if n.level:  # relative: from the importing module's package
+                anchor = importer.split(".") if is_package else importer.split(".")[:-1]
+                anchor = anchor[: len(anchor) - (n.level - 1)]
+                base = ".".join(anchor + ([n.module] if n.module else []))
+            if _ours(base):
+                out.add(base)
+                out.update(f"{base}.{a.name}" for a in n.names if _module_file(f"{base}.{a.name}", package_dir))
+    return out
+
+
+def _ours(module: str) -> bool:
+    return module == PACKAGE or module.startswith(PACKAGE + ".")
+
+
+def _parents(module: str) -> list[str]:
+    """Importing a.b.c runs a/__init__.py and a/b/__init__.py first."""
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _module_file(module: str, package_dir: Path) -> Path | None:
+    rel = Path(*module.split(".")[1:])
+    for path in (package_dir / rel.with_suffix(".py") if rel.parts else None, package_dir / rel / "__init__.py"):
+        if path is not None and path.is_file():
+            return path
+    return None
+
+
+def _module_name(path: Path, package_dir: Path) -> str:
+    parts = path.relative_to(package_dir).with_suffix("").parts
+    return ".".join([PACKAGE, *(parts[:-1] if parts[-1] == "__init__" else parts)])
+
+
+def _parse(path: Path) -> ast.Module:
+    return _parse_text(path.read_text(), str(path))
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_text(text: str, filename: str) -> ast.Module:  # each rule's code(): the same files again
+    return ast.parse(text, filename)
+
+
+def _data_files(sources: list[Path], package_dir: Path) -> list[Path]:
+    """Package data files (not Python) whose file name appears in a string of one of ``sources``."""
+    data = [p for p in package_dir.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")
+            and "__pycache__" not in p.parts]
+    if not data:
+        return []
+    strings = [n.value for s in sources for n in ast.walk(_parse(s)) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    return [p for p in data if any(p.name in s for s in strings)]

@@ -7,11 +7,13 @@ import sys
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from diffpo.config import load_params, method_judges, select
-from diffpo.workflow import stage_keys
+from diffpo.workflow import code_files, stage_keys
 
 config.update(load_params(Path(workflow.basedir) / "params.yaml"))
 TINY = config["profile"] == "tiny"
-METHODS = list(config["methods"])
+# A method trained on the pre-training corpus (the plateau control) exists where the
+# pipeline has that corpus: the tiny world's (SD-1.5's LAION is not part of the paper profile).
+METHODS = [m for m, s in config["methods"].items() if TINY or s.get("dataset", "preferences") != "corpus"]
 MODELS = ["base"] + METHODS
 PROMPT_SET = config["sample"]["prompt_set"]
 PROMPT_SETS = list(config["prompt_sets"])
@@ -19,12 +21,13 @@ SCORERS = config["scorers"]["names"]
 TABLES = list(config["tables"])
 CLI = "python -m diffpo"
 
-# Each rule re-runs when its code changes, in Snakemake as in DVC.
-SHARED_CODE = ["src/diffpo/cli.py", "src/diffpo/config.py", "src/diffpo/workflow.py", "src/diffpo/files.py"]
 
-
-def code(*modules):
-    return SHARED_CODE + [f"src/diffpo/{m}.py" for m in modules]
+def code(command, *unexpected):
+    """The package files ``python -m diffpo COMMAND`` runs (derived from cli.py's imports by
+    diffpo.workflow.code_files): a rule reruns when they change, in Snakemake as in DVC."""
+    if unexpected:
+        raise ValueError(f"code{(command, *unexpected)}: pass the rule's subcommand only, e.g. code('train')")
+    return code_files(command, Path(workflow.basedir))
 
 
 def keys(stage, **wildcards):
@@ -59,6 +62,12 @@ def vae_source():
 def stand_ins():
     """The trained stand-in scorers every evaluation needs (tiny profile only)."""
     return expand("results/scorers/{scorer}", scorer=SCORERS) if TINY else []
+
+
+def training_cache(method):
+    """The encoded data a method trains on: the preference pairs, or the base's own corpus."""
+    corpus = config["methods"][method].get("dataset", "preferences") == "corpus"
+    return "results/cache_corpus" if corpus else "results/cache"
 
 
 def unet_of(model):
