@@ -20,6 +20,7 @@ SCORE_NAMES = {
     "hpsv2": "HPSv2",
     "imagereward": "ImageReward",
     "aesthetic": "Aesthetic",
+    "degradation": "Degradation ↓",
 }
 PAPER_NAMES = {"pickscore": "PickScore", "hpsv2": "HPSv2", "imagereward": "ImageReward", "aesthetic": "Aesthetic"}
 
@@ -29,7 +30,8 @@ def paper_numbers(table: str) -> tuple[list[str], dict[str, list[float]]]:
     return data["columns"], data["rows"]
 
 
-DIVERSITY_NAMES = {"rmse": "RMSE ↑", "psnr": "PSNR ↓", "ssim": "SSIM ↓", "e1": "E1 ↑", "e2": "E2 ↑", "vendi": "Vendi ↑"}
+DIVERSITY_NAMES = {"rmse": "RMSE ↑", "psnr": "PSNR ↓", "ssim": "SSIM ↓", "e1": "E1 ↑", "e2": "E2 ↑", "vendi": "Vendi ↑",
+                   "semantic_entropy": "Semantic ↑"}
 
 
 def score_table(score_files: dict[str, Path], labels: dict[str, str], table: str, baseline: str = "base",
@@ -57,7 +59,8 @@ def score_table(score_files: dict[str, Path], labels: dict[str, str], table: str
         if diversity_files:
             diversity = pd.read_parquet(diversity_files[name])
             for col in DIVERSITY_NAMES:
-                row[f"div_{col}_mean"], row[f"div_{col}_se"] = mean_and_se(diversity[col])
+                if col in diversity:  # the semantic metric needs the world's knowledge (tiny profile)
+                    row[f"div_{col}_mean"], row[f"div_{col}_se"] = mean_and_se(diversity[col])
         rows.append(row)
     table = pd.DataFrame(rows)
     table.attrs.update(table_attrs)

@@ -58,6 +58,15 @@ def cmd_world(args):
     print(json.dumps(summary, indent=2, default=str))
 
 
+def cmd_corpus(args):
+    from diffpo.world.corpus import make_corpus
+
+    p = _params(args, "corpus")
+    c = p["corpus"]
+    facts = make_corpus(c["seed"], c["n_captions"], c["shard_size"], p["world"]["image_size"], Path(args.out))
+    print(json.dumps(facts, indent=2))
+
+
 def cmd_prepare(args):
     from diffpo.data import prepare_pairs, write_prepared
 
@@ -71,7 +80,7 @@ def cmd_pretrain_text_encoder(args):
     from diffpo.pretraining import pretrain_text_encoder
 
     p = _params(args, "pretrain_text_encoder")
-    summary = pretrain_text_encoder(p["data"]["source"], p["data"]["split"], p["data"]["resolution"],
+    summary = pretrain_text_encoder(p["corpus"]["source"], p["corpus"]["split"], p["data"]["resolution"],
                                     p["pretrain"]["text_encoder"], p["pretrain"]["seed"], Path(args.out))
     print(json.dumps(summary, indent=2))
 
@@ -80,18 +89,31 @@ def cmd_pretrain_vae(args):
     from diffpo.pretraining import pretrain_vae
 
     p = _params(args, "pretrain_vae")
-    summary = pretrain_vae(p["data"]["source"], p["data"]["split"], p["data"]["resolution"],
+    summary = pretrain_vae(p["corpus"]["source"], p["corpus"]["split"], p["data"]["resolution"],
                            p["pretrain"]["vae"], p["pretrain"]["seed"], Path(args.out))
     print(json.dumps(summary, indent=2))
 
 
 def cmd_encode(args):
+    import pandas as pd
+
     from diffpo.data import encode_cache
 
     p = _params(args, "encode")
-    info = encode_cache(p["data"]["source"], p["data"]["split"], Path(args.pairs), args.text_encoder, args.vae,
+    info = encode_cache(p["data"]["source"], p["data"]["split"], pd.read_parquet(args.pairs), args.text_encoder, args.vae,
                         Path(args.out), p["data"]["resolution"], p["encode"]["batch_size"], p["encode"]["dtype"])
     print(json.dumps(info, indent=2))
+
+
+def cmd_encode_corpus(args):
+    from diffpo.data import encode_cache, index_corpus
+
+    p = _params(args, "encode_corpus")
+    source, split = p["corpus"]["source"], p["corpus"]["split"]
+    corpus = index_corpus(source, split)
+    info = encode_cache(source, split, corpus.index, args.text_encoder, args.vae, Path(args.out),
+                        p["data"]["resolution"], p["encode"]["batch_size"], p["encode"]["dtype"])
+    print(json.dumps({**info, "skipped": corpus.manifest["rows_skipped"]}, indent=2))
 
 
 def cmd_pretrain_unet(args):
@@ -122,7 +144,7 @@ def cmd_train(args):
     base_unet = Path(args.base) / "unet"
     init = content_digest(base_unet) if base_unet.exists() else args.base
     init += "".join(content_digest(j) if Path(j).is_dir() else str(j) for j in judges)  # a retrained judge: no resume
-    fingerprint = run_fingerprint(cfg, init, Path(args.cache))
+    fingerprint = run_fingerprint(cfg, init, Path(args.cache), "train")
     unet, metrics = train(cfg, cache, unet, load_noise_scheduler(args.base), Path(args.work), fingerprint, generators)
     if PartialState().is_main_process:  # one writer under `accelerate launch`
         save_unet(unet, Path(args.out))
@@ -229,9 +251,33 @@ def cmd_evaluate(args):
     write_parquet(scores, Path(args.out))
     # Diversity between a prompt's images (SEE-DPO); needs several images per prompt.
     diversity = diversity_table(images, samples["prompt_id"].to_numpy())
+    if _world(p) is not None:  # what the world knows: variety of the attributes a prompt leaves free
+        from diffpo.world.ground_truth import semantic_diversity
+
+        semantic = semantic_diversity(images, samples["caption"].tolist(), samples["prompt_id"].to_numpy())
+        diversity = diversity.merge(semantic, on="prompt_id", how="left")
     write_parquet(diversity, Path(args.diversity))
     print(scores.drop(columns=["caption"]).mean(numeric_only=True).to_string())
     print(f"diversity over {len(diversity)} prompts:\n{diversity.drop(columns=['prompt_id']).mean().to_string()}")
+
+
+def cmd_world_stats(args):
+    import pandas as pd
+
+    from diffpo.data import list_shards
+    from diffpo.files import atomic_write_text
+    from diffpo.world.statistics import disjointness, world_statistics
+
+    p = _params(args, "world_stats")
+    spec = p["prompt_sets"][p["sample"]["prompt_set"]]
+    facts = world_statistics(list_shards(spec["source"], spec["split"]), pd.read_parquet(args.scores),
+                             pd.read_parquet(args.diversity), p["world"]["alignment_weight"], p["world"]["aesthetic_weight"])
+    preference = [s for split in ("train", "validation_unique", "test_unique", "tuning")
+                  for s in list_shards(p["data"]["source"], split)]
+    facts = {"prompt_set": p["sample"]["prompt_set"], **facts,
+             "disjointness": disjointness(list_shards(p["corpus"]["source"], p["corpus"]["split"]), preference)}
+    atomic_write_text(args.out, json.dumps(facts, indent=2) + "\n")
+    print(json.dumps(facts, indent=2))
 
 
 def cmd_scorer_accuracy(args):
@@ -321,6 +367,34 @@ def cmd_dvc_yaml(args):
         sys.stdout.write(text)
 
 
+def cmd_dvc_commit(args):
+    from diffpo.workflow import dvc_commit
+
+    for warning in dvc_commit(Path(args.root), args.targets):
+        print(f"warning: {warning}", file=sys.stderr)
+
+
+def cmd_render_docs(args):
+    from diffpo.reporting import render_documents
+
+    stale = render_documents(Path(args.root), check=args.check)
+    if args.check and stale:
+        sys.exit(f"out of date with results/: {', '.join(stale)}; run `python -m diffpo render-docs`")
+    print("documents agree with results/" if args.check else f"rendered: {', '.join(stale) or 'nothing changed'}")
+
+
+def cmd_timings(args):
+    from diffpo.files import atomic_write_text
+    from diffpo.reporting import timings_markdown
+
+    logs = sorted(Path(args.root, ".snakemake/log").glob("*.snakemake.log"))
+    log = Path(args.snakemake_log) if args.snakemake_log else (logs[-1] if logs else None)
+    if log is None:
+        sys.exit("no Snakemake log in .snakemake/log: run the workflow first")
+    atomic_write_text(args.out, timings_markdown(Path(args.root), log))
+    print(Path(args.out).read_text())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffpo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -335,10 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     add("world", cmd_world, "--out")
+    add("corpus", cmd_corpus, "--out")
     add("prepare", cmd_prepare, "--pairs", "--manifest")
     add("pretrain-text-encoder", cmd_pretrain_text_encoder, "--out")
     add("pretrain-vae", cmd_pretrain_vae, "--out")
     add("encode", cmd_encode, "--pairs", "--text-encoder", "--vae", "--out")
+    add("encode-corpus", cmd_encode_corpus, "--text-encoder", "--vae", "--out")
     add("pretrain-unet", cmd_pretrain_unet, "--cache", "--text-encoder", "--vae", "--work", "--out", "--metrics")
     add("train", cmd_train, "--method", "--base", "--cache", "--work", "--out", "--metrics").add_argument(
         "--scorers", default="results/scorers", help="folder of the tiny profile's trained scorers (rewards of rollouts)")
@@ -346,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("train-scorer", cmd_train_scorer, "--scorer", "--text-encoder", "--out")
     add("train-step-scorer", cmd_train_step_scorer, "--pickscore", "--base", "--out")
     add("evaluate", cmd_evaluate, "--samples", "--out", "--diversity").add_argument("--stand-ins", help="folder of trained stand-in scorers (tiny)")
+    add("world-stats", cmd_world_stats, "--scores", "--diversity", "--out")
     add("scorer-accuracy", cmd_scorer_accuracy, "--csv", "--md").add_argument("--stand-ins", help="folder of trained stand-in scorers (tiny)")
     table = add("table", cmd_table, "--csv", "--md", "--json")
     table.add_argument("--table", required=True, choices=sorted(TABLES))
@@ -361,6 +438,20 @@ def build_parser() -> argparse.ArgumentParser:
     dvc.add_argument("--targets", nargs="+", default=["all"])
     dvc.add_argument("--check", action="store_true", help="fail if the committed dvc.yaml differs")
     dvc.set_defaults(func=cmd_dvc_yaml, log=None)
+    commit = sub.add_parser("dvc-commit", help="record Snakemake's current outputs in dvc.lock (run after snakemake)")
+    commit.add_argument("--root", default=".")
+    commit.add_argument("--targets", nargs="+", default=["all"])
+    commit.add_argument("--log", help="also write everything printed to this file")
+    commit.set_defaults(func=cmd_dvc_commit)
+    docs = sub.add_parser("render-docs", help="render the README's and docs' result blocks from results/")
+    docs.add_argument("--root", default=".", help="the project root")
+    docs.add_argument("--check", action="store_true", help="fail if a document disagrees with results/")
+    docs.set_defaults(func=cmd_render_docs, log=None)
+    times = sub.add_parser("timings", help="summarise a Snakemake run's wall time and its jobs' benchmarks")
+    times.add_argument("--root", default=".", help="the project root")
+    times.add_argument("--snakemake-log", help="the run's log (default: the latest in .snakemake/log)")
+    times.add_argument("--out", default="results/timings.md", help="where to write the summary")
+    times.set_defaults(func=cmd_timings, log=None)
     return parser
 
 
@@ -370,7 +461,8 @@ def main(argv: list[str] | None = None) -> None:
         Path(args.log).parent.mkdir(parents=True, exist_ok=True)
         log = open(args.log, "w")
         sys.stdout, sys.stderr = _Tee(sys.__stdout__, log), _Tee(sys.__stderr__, log)
-    if args.command not in ("world", "prepare", "table", "figures", "dvc-yaml"):
+    if args.command not in ("world", "corpus", "prepare", "table", "figures", "dvc-yaml", "dvc-commit", "world-stats",
+                            "render-docs", "timings"):
         _set_torch_threads()  # the light stages never import torch: 7-10 s saved per job
     start = time.time()
     args.func(args)

@@ -55,7 +55,12 @@ def validate(params: dict, schema: dict, profile: str) -> None:
 
 
 def load_schema(root: Path) -> dict:
-    return yaml.safe_load((root / SCHEMA_RELPATH).read_text())
+    """The schema of the project at ``root``, else of the project this package was installed from
+    (a params file kept elsewhere, e.g. an experiment's copy, is validated all the same)."""
+    for candidate in (Path(root) / SCHEMA_RELPATH, Path(__file__).resolve().parents[2] / SCHEMA_RELPATH):
+        if candidate.is_file():
+            return yaml.safe_load(candidate.read_text())
+    raise ParamsError(f"cannot find the params schema {SCHEMA_RELPATH} under {root} or the diffpo installation")
 
 
 def load_params(path: str | Path = "params.yaml", profile: str | None = None) -> dict:
@@ -166,6 +171,7 @@ class TrainConfig:
     guidance_scale: float = 5.0
     eta: float = 1.0              # rollouts need eta > 0 for a per-step density
     generation_batch_size: int = 256
+    generation_precision: str = "no"  # SePPO / SPIN losers: "bf16" autocast or "no" (the policy's dtype)
     rollout_prompts: int = 0      # prompts per round (online methods)
     samples_per_prompt: int = 1   # DDPO: chains per prompt, for per-prompt advantages
     timestep_fraction: float = 1.0  # share of a chain's steps trained on per update

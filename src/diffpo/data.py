@@ -215,6 +215,26 @@ def prepare_pairs(source: str | Path, split: str, max_pairs: int | None = None) 
     return PreparedPairs(index, manifest)
 
 
+def index_corpus(source: str | Path, split: str) -> PreparedPairs:
+    """Every row of an unrated image corpus (two images per caption, the tiny base model's
+    pre-training data) as a prepared index; rows with an undecodable image are skipped."""
+    kept, skipped = [], Counter()
+    for shard in list_shards(source, split):
+        table = pq.read_table(shard, columns=["caption", "jpg_0", "jpg_1"]).to_pandas()
+        for row, record in enumerate(table.itertuples(index=False)):
+            try:
+                decode_image(record.jpg_0), decode_image(record.jpg_1)
+            except ValueError:
+                skipped["undecodable_image"] += 1
+                continue
+            kept.append({"shard": shard.name, "row": row, "swapped": False, "caption": record.caption or ""})
+    index = pd.DataFrame(kept)
+    if index.empty:
+        raise DataError(f"no usable images in {source} split {split}: {dict(skipped)}")
+    return PreparedPairs(index, {"source": str(source), "split": split, "pairs_out": len(index),
+                                 "rows_skipped": dict(skipped), "unique_prompts": int(index["caption"].nunique())})
+
+
 def write_prepared(prepared: PreparedPairs, pairs_path: Path, manifest_path: Path) -> None:
     write_parquet(prepared.index, pairs_path)
     atomic_write_text(manifest_path, json.dumps(prepared.manifest, indent=2) + "\n")
@@ -284,7 +304,7 @@ class EncodedPairs:
 def encode_cache(
     source: str | Path,
     split: str,
-    pairs_path: Path,
+    index: pd.DataFrame,
     text_encoder_source: str | Path,
     vae_source: str | Path,
     out_dir: Path,
@@ -292,13 +312,13 @@ def encode_cache(
     batch_size: int,
     dtype: str,
 ) -> dict:
-    """Encode every prepared pair once (VAE latents, prompt embeddings) for all methods to share."""
+    """Encode every pair of a prepared ``index`` once (VAE latents, prompt embeddings) for all methods to share."""
     import torch
     from tqdm import tqdm
 
     from diffpo.models import encode_images, encode_prompts, load_text_encoder, load_vae
 
-    index = pd.read_parquet(pairs_path)
+    index = index.copy()
     prompts = sorted(index["caption"].unique())
     prompt_pos = {p: i for i, p in enumerate(prompts)}
     index["prompt_index"] = index["caption"].map(prompt_pos).astype("int64")

@@ -38,7 +38,10 @@ def describe(scorers: dict) -> dict:
 def score_images(images: np.ndarray, captions: list[str], scorers: dict, batch_size: int,
                  world_params: dict | None = None) -> pd.DataFrame:
     """One column per learned scorer, plus the ground truth where a world defines it."""
-    columns = {}
+    from diffpo.world.ground_truth import degradation_diagnostic
+
+    # Pixel-level degradation (high-frequency energy): noise must not pass for diversity.
+    columns = {"degradation": degradation_diagnostic(images)}
     if world_params is not None:
         columns.update(ground_truth(images, captions, world_params))
     for name, scorer in scorers.items():

@@ -1,8 +1,10 @@
-"""Pre-training the tiny profile's Stable-Diffusion-shaped base model on the world's images.
+"""Pre-training the tiny profile's Stable-Diffusion-shaped base model on the world's corpus.
 
 Three stages, as SD-1.5 was assembled: a CLIP text encoder trained contrastively with a
-small image tower, an AutoencoderKL, then a UNet trained on the cached latents of every
-image, good and bad alike, so the base is mediocre in the way SD-1.5 is.
+small image tower, an AutoencoderKL, then a UNet trained on the cached latents of the
+corpus. The corpus stands in for LAION: its own web-style images and loose captions, no
+image of any preference split, so the base is mediocre in the way SD-1.5 is and has never
+seen the preference data's (better) images.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from diffpo.models import (
     load_vae,
     save_pipeline,
 )
-from diffpo.training import run_fingerprint, train
 
 
 def load_images(source: str | Path, split: str, resolution: int) -> tuple[torch.Tensor, list[str]]:
@@ -89,6 +90,9 @@ def pretrain_vae(source, split: str, resolution: int, cfg: dict, seed: int, out_
     images, _ = load_images(source, split, resolution)
     vae = build_vae(cfg)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg["learning_rate"])
+    # Decayed to zero: with 3x the steps this more than halved the reconstruction error of a
+    # constant rate on the corpus (MSE 0.019 after 500 constant steps, 0.0086 after 1500 decayed).
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg["steps"])
     rng = np.random.default_rng(seed)
     log = []
     for step in tqdm(range(cfg["steps"]), desc="VAE", mininterval=10):
@@ -100,6 +104,7 @@ def pretrain_vae(source, split: str, resolution: int, cfg: dict, seed: int, out_
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
+        schedule.step()
         log.append(mse.item())
     # SD's scaling_factor makes latents unit-variance (0.18215 for SD-1.5); measure ours.
     vae.eval()
@@ -117,7 +122,8 @@ def pretrain_vae(source, split: str, resolution: int, cfg: dict, seed: int, out_
 def pretrain_unet(
     cache_dir: Path, text_source: Path, vae_source: Path, cfg: dict, scheduler_cfg: dict, seed: int, work_dir: Path, out_dir: Path
 ) -> Path:
-    """Train the UNet from scratch on both images of every pair; write the whole pipeline folder."""
+    """Train the UNet from scratch on every image of the encoded corpus; write the whole pipeline folder."""
+    from diffpo.training import run_fingerprint, train  # here: the text encoder and VAE jobs do not run the trainer
     cache = EncodedPairs(cache_dir)
     info = json.loads((cache_dir / "cache.json").read_text())
     tokenizer, text_encoder = load_text_encoder(text_source)
@@ -141,7 +147,8 @@ def pretrain_unet(
         seed=seed,
         label="base UNet",
     )
-    fingerprint = run_fingerprint(train_cfg, json.dumps({"unet": cfg, "scheduler": scheduler_cfg}, sort_keys=True), cache_dir)
+    fingerprint = run_fingerprint(train_cfg, json.dumps({"unet": cfg, "scheduler": scheduler_cfg}, sort_keys=True), cache_dir,
+                                  "pretrain-unet")
     unet, metrics = train(train_cfg, cache, unet, noise_scheduler, work_dir, fingerprint)
     with atomic_dir(out_dir) as tmp:
         save_pipeline(tmp, tokenizer, text_encoder, vae, unet, noise_scheduler)

@@ -1,12 +1,13 @@
 # Pre-training of the tiny profile's Stable-Diffusion-shaped base model.
+# Trained on the tiny world's own corpus (results/corpus), never on a preference image.
 # The paper profile loads SD-1.5 instead (base.pretrained) and has none of these jobs.
 
 if TINY:
 
     rule pretrain_text_encoder:
         input:
-            code("pretraining", "models", "data", "world"),
-            source=data_source(),
+            code("pretrain-text-encoder"),
+            source=config["corpus"]["source"],
         output:
             directory("results/base/text"),
         params:
@@ -22,8 +23,8 @@ if TINY:
 
     rule pretrain_vae:
         input:
-            code("pretraining", "models", "data"),
-            source=data_source(),
+            code("pretrain-vae"),
+            source=config["corpus"]["source"],
         output:
             directory("results/base/autoencoder"),
         params:
@@ -37,10 +38,31 @@ if TINY:
         shell:
             "{CLI} pretrain-vae --out {output} --log {log}"
 
+    # The corpus's latents and captions, encoded once: the UNet's pre-training data and the
+    # plateau control's (the same budget on the same data must not move the base).
+    rule encode_corpus:
+        input:
+            code("encode-corpus"),
+            source=config["corpus"]["source"],
+            text_encoder="results/base/text",
+            vae="results/base/autoencoder",
+        output:
+            directory("results/cache_corpus"),
+        params:
+            param_keys=keys("encode_corpus"),
+            values=values("encode_corpus"),
+        priority: 10  # on the critical path: base model first, scorers and the rest after
+        log:
+            "logs/encode_corpus.log",
+        benchmark:
+            "benchmarks/encode_corpus.tsv"
+        shell:
+            "{CLI} encode-corpus --text-encoder {input.text_encoder} --vae {input.vae} --out {output} --log {log}"
+
     rule pretrain_unet:
         input:
-            code("pretraining", "models", "training", "objectives", "data"),
-            cache="results/cache",
+            code("pretrain-unet"),
+            cache="results/cache_corpus",
             text_encoder="results/base/text",
             vae="results/base/autoencoder",
         output:

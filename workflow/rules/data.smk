@@ -18,9 +18,25 @@ if TINY:
             "{CLI} world --out {output} --log {log}"
 
 
+    rule corpus:
+        input:
+            code("corpus"),
+        output:
+            directory(config["corpus"]["source"]),
+        params:
+            param_keys=keys("corpus"),
+            values=values("corpus"),
+        log:
+            "logs/corpus.log",
+        benchmark:
+            "benchmarks/corpus.tsv"
+        shell:
+            "{CLI} corpus --out {output} --log {log}"
+
+
 rule prepare:
     input:
-        code("data"),
+        code("prepare"),
         source=[data_source()] if TINY else [],
     output:
         pairs="results/data/train_pairs.parquet",
@@ -38,7 +54,7 @@ rule prepare:
 
 rule encode:
     input:
-        code("data", "models"),
+        code("encode"),
         pairs="results/data/train_pairs.parquet",
         models=["results/base/text", "results/base/autoencoder"] if TINY else [],
     output:

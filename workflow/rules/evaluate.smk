@@ -3,7 +3,7 @@
 
 rule sample:
     input:
-        code("sampling", "models", "data"),
+        code("sample"),
         base_inputs(),
         unet=lambda wc: unet_of(wc.model),
         prompts=[data_source()] if TINY else [],
@@ -29,7 +29,7 @@ rule sample:
 
 rule evaluate:
     input:
-        code("evaluation", "world", "sampling", "reward_models", "scorers"),
+        code("evaluate"),
         samples="results/samples/{model}/{prompt_set}.parquet",
         scorers=stand_ins(),
     output:
@@ -48,3 +48,25 @@ rule evaluate:
     shell:
         "{CLI} evaluate --samples {input.samples} {params.stand_ins} --out {output.scores}"
         " --diversity {output.diversity} --log {log}"
+
+
+if TINY:
+
+    # The world's facts that need the base model: the preference data's images against the
+    # base's samples of the same prompts (must be better), and the base's diversity.
+    rule world_stats:
+        input:
+            code("world-stats"),
+            source=data_source(),
+            corpus=config["corpus"]["source"],
+            scores=scores("base"),
+            diversity=diversity("base"),
+        output:
+            "results/world_stats.json",
+        params:
+            param_keys=keys("world_stats"),
+            values=values("world_stats"),
+        log:
+            "logs/world_stats.log",
+        shell:
+            "{CLI} world-stats --scores {input.scores} --diversity {input.diversity} --out {output} --log {log}"

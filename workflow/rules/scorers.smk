@@ -5,7 +5,7 @@ if TINY:
 
     rule train_scorer:
         input:
-            code("reward_models", "scorers", "world", "data"),
+            code("train-scorer"),
             source=data_source(),
             text_encoder="results/base/text",
         output:
@@ -26,7 +26,7 @@ if TINY:
     # the base model's x0 predictions from noised pairs (the paper profile loads SPO's release).
     rule train_step_scorer:
         input:
-            code("step_aware", "reward_models", "models", "data"),
+            code("train-step-scorer"),
             source=data_source(),
             pickscore="results/scorers/pickscore",
             base="results/base/pipeline",
@@ -45,7 +45,7 @@ if TINY:
 
 rule scorer_accuracy:
     input:
-        code("evaluation", "reward_models", "scorers", "artifacts", "world"),
+        code("scorer-accuracy"),
         source=[data_source()] if TINY else [],
         scorers=stand_ins(),
     output:

@@ -5,7 +5,7 @@
 
 rule table:
     input:
-        code("artifacts", "evaluation"),
+        code("table"),
         scores=lambda wc: [scores(m) for m in table_rows(wc.table)],
         diversity=lambda wc: [diversity(m) for m in table_rows(wc.table)] if wc.table == "see_dpo" else [],
     output:
@@ -29,7 +29,7 @@ rule table:
 
 rule training_curves:
     input:
-        code("artifacts"),
+        code("figures"),
         metrics=expand("results/models/{method}/metrics.csv", method=METHODS),
     output:
         png="results/figures/training_curves.png",

@@ -3,9 +3,9 @@
 
 rule train:
     input:
-        code("training", "objectives", "models", "data", "rollouts", "sampling"),
+        code("train"),
         base_inputs(),
-        cache="results/cache",
+        cache=lambda wc: training_cache(wc.method),
         judges=lambda wc: judges(wc.method),
     output:
         unet=directory("results/models/{method}/unet"),

@@ -1,0 +1,123 @@
+"""Numbers in the README and docs, rendered from tracked result files (never typed by hand).
+
+A document marks each generated block with ``<!-- BEGIN name -->`` / ``<!-- END name -->``;
+``render_blocks`` replaces what is between them with ``BLOCKS[name](root)``, and
+``python -m diffpo render-docs --check`` (run by the tests) fails when a document disagrees
+with the committed results.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+DOCUMENTS = ("README.md", "docs/tiny-world.md")
+
+
+def _markdown_table(path: Path) -> str:
+    """The table (and its scorer notes) of a results/*.md file, without its title."""
+    text = path.read_text()
+    return text.split("\n", 2)[2].strip() if text.startswith("# ") else text.strip()
+
+
+def _ci(facts: dict, digits: int = 3) -> str:
+    low, high = facts["ci95"]
+    return f"{facts['mean']:+.{digits}f} (95 % CI {low:+.{digits}f} to {high:+.{digits}f}, {facts['n_prompts']} prompts)"
+
+
+def world_facts(root: Path) -> str:
+    stats = json.loads((root / "results/world_stats.json").read_text())
+    d = stats["disjointness"]
+    lines = [
+        f"- **Disjointness**: the base's corpus has {d['corpus_images']:,} images, the preference splits "
+        f"{d['preference_images']:,}; shared by uid: {d['shared_uids']}, by content (SHA-256): {d['shared_content']}.",
+        f"- **Preference data better than the base** (GT preference, {stats['prompt_set']}, per prompt: data image "
+        f"minus the base's samples): a random data image {_ci(stats['random_data_image_minus_base'])}; the raters' "
+        f"winner {_ci(stats['winner_minus_base'])}.",
+        f"- **Base model**: GT preference {stats['base_gt_preference']['mean']:.3f}; semantic diversity (entropy of "
+        f"the free attributes across seeds, 0-1) "
+        + (f"{stats['base_semantic_diversity']['mean']:.3f} ± {stats['base_semantic_diversity']['se']:.3f} (SE)"
+           if stats.get("base_semantic_diversity") else "not measured (no prompt leaves an attribute free)")
+        + f"; degradation (high-frequency energy) {stats['degradation']['base_samples']:.2f}, the data's images "
+        f"{stats['degradation']['data_images']:.2f}.",
+        "",
+        "| image | GT preference | GT aesthetics |",
+        "|---|---|---|",
+    ]
+    for kind, row in stats["degradations"].items():
+        lines.append(f"| {kind.replace('_', ' ')} | {row['gt_preference']:.3f} ± {row['gt_preference_se']:.3f} "
+                     f"| {row['gt_aesthetic']:.3f} ± {row['gt_aesthetic_se']:.3f} |")
+    return "\n".join(lines)
+
+
+def timings(root: Path) -> str:
+    return (root / "results/timings.md").read_text().strip()
+
+
+BLOCKS: dict[str, Callable[[Path], str]] = {
+    "world-facts": world_facts,
+    "timings": timings,
+    **{name: (lambda root, n=name: _markdown_table(root / f"results/{n}.md"))
+       for name in ("table1", "table4", "see_dpo", "scorer_accuracy")},
+}
+_BLOCK = re.compile(r"(<!-- BEGIN (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- END (?P=name) -->)", re.S)
+
+
+def render_blocks(text: str, root: Path) -> str:
+    def fill(match: re.Match) -> str:
+        name = match.group("name")
+        if name not in BLOCKS:
+            raise KeyError(f"unknown generated block {name!r}; known: {', '.join(BLOCKS)}")
+        return f"{match.group(1)}{BLOCKS[name](root)}\n{match.group(4)}"
+
+    return _BLOCK.sub(fill, text)
+
+
+def render_documents(root: Path, check: bool = False) -> list[str]:
+    """Render every document's blocks; with ``check``, return the documents that disagree instead."""
+    stale = []
+    for name in DOCUMENTS:
+        path = root / name
+        text = path.read_text()
+        rendered = render_blocks(text, root)
+        if rendered != text:
+            stale.append(name)
+            if not check:
+                path.write_text(rendered)
+    return stale
+
+
+def summarise_benchmarks(root: Path) -> pd.DataFrame:
+    """Wall time and peak memory of every job Snakemake benchmarked (benchmarks/**/*.tsv)."""
+    rows = []
+    for path in sorted((root / "benchmarks").rglob("*.tsv")):
+        frame = pd.read_csv(path, sep="\t")
+        job = str(path.relative_to(root / "benchmarks").with_suffix("")).replace("/", " ")
+        rows.append({"job": job, "seconds": float(frame["s"].iloc[-1]), "max_rss_mb": float(frame["max_rss"].iloc[-1])})
+    return pd.DataFrame(rows).sort_values("seconds", ascending=False)
+
+
+_STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$", re.M)
+
+
+def snakemake_wall_seconds(log: Path) -> float:
+    """Seconds between the first and the last job timestamp of a Snakemake log."""
+    stamps = [pd.Timestamp(pd.to_datetime(s, format="%a %b %d %H:%M:%S %Y")) for s in _STAMP.findall(log.read_text())]
+    if len(stamps) < 2:
+        raise ValueError(f"{log}: fewer than two job timestamps")
+    return (stamps[-1] - stamps[0]).total_seconds()
+
+
+def timings_markdown(root: Path, log: Path) -> str:
+    """The wall time of a Snakemake run (its log) and every job's time (its benchmarks)."""
+    jobs = summarise_benchmarks(root)
+    command = next((line.split("Command: ", 1)[1] for line in log.read_text().splitlines() if "Command: " in line), "?")
+    wall = snakemake_wall_seconds(log)
+    head = (f"`{command.strip()}`: {len(jobs)} jobs, **{wall / 60:.1f} minutes** of wall time "
+            f"({jobs['seconds'].sum() / 60:.1f} job-minutes; Snakemake log `{log.name}`).")
+    view = jobs.assign(seconds=jobs["seconds"].round(0).astype(int), max_rss_mb=jobs["max_rss_mb"].round(0).astype(int))
+    return head + "\n\n" + view.to_markdown(index=False) + "\n"

@@ -1,0 +1,39 @@
+"""README and docs numbers come from results/ files, through marked blocks."""
+
+import pytest
+
+from diffpo.reporting import render_blocks, render_documents, snakemake_wall_seconds
+
+
+def test_blocks_are_filled_from_results_and_text_outside_them_is_kept(tmp_path):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results/table1.md").write_text("# Table 1\n\nnote\n\n| a |\n|---|\n| 1 |\n")
+    text = "intro\n<!-- BEGIN table1 -->\nstale 0.5\n<!-- END table1 -->\noutro\n"
+    assert render_blocks(text, tmp_path) == "intro\n<!-- BEGIN table1 -->\nnote\n\n| a |\n|---|\n| 1 |\n<!-- END table1 -->\noutro\n"
+    with pytest.raises(KeyError, match="unknown generated block"):
+        render_blocks("<!-- BEGIN nosuch -->\n<!-- END nosuch -->", tmp_path)
+
+
+def test_check_reports_a_document_that_disagrees(tmp_path):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "results/timings.md").write_text("12.0 minutes\n")
+    (tmp_path / "README.md").write_text("<!-- BEGIN timings -->\n11.0 minutes\n<!-- END timings -->\n")
+    (tmp_path / "docs/tiny-world.md").write_text("no blocks\n")
+    assert render_documents(tmp_path, check=True) == ["README.md"]
+    assert "11.0" in (tmp_path / "README.md").read_text()  # check changes nothing
+    render_documents(tmp_path)
+    assert render_documents(tmp_path, check=True) == []
+
+
+def test_wall_time_spans_the_logged_jobs(tmp_path):
+    log = tmp_path / "run.snakemake.log"
+    log.write_text("Command: snakemake\n[Tue Dec  1 15:10:31 2026]\nrule a:\n[Tue Dec  1 15:25:01 2026]\nFinished\n")
+    assert snakemake_wall_seconds(log) == 870.0
+
+
+def test_committed_documents_agree_with_committed_results(root):
+    missing = [p for p in ("results/table1.md", "results/world_stats.json") if not (root / p).exists()]
+    if missing:
+        pytest.skip(f"no committed results yet: {missing}")
+    assert render_documents(root, check=True) == []
