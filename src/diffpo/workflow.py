@@ -121,7 +121,7 @@ def _with_dag(root: Path, targets: list[str], forceall: bool, visit: Callable):
             resource_settings=ResourceSettings(cores=1),
             storage_settings=StorageSettings(),
             workflow_settings=WorkflowSettings(),
-            snakefile=root / "Snakefile",
+            snakefile=root / "workflow" / "Snakefile",
             workdir=root,
         )
         # An interrupted job's outputs (incomplete) count as out of date, as with --rerun-incomplete.

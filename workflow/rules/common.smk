@@ -4,12 +4,13 @@
 # values may be written per profile ({tiny: .., paper: ..}); edit params.yaml, not --config.
 import sys
 
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+ROOT = Path(workflow.basedir).parent  # the project root: workflow/Snakefile's parent
+sys.path.insert(0, str(ROOT / "src"))
 
 from diffpo.config import load_params, method_judges, select
 from diffpo.workflow import code_files, stage_keys
 
-config.update(load_params(Path(workflow.basedir) / "params.yaml"))
+config.update(load_params(ROOT / "params.yaml"))
 TINY = config["profile"] == "tiny"
 # A method trained on the pre-training corpus (the plateau control) exists where the
 # pipeline has that corpus: the tiny world's (SD-1.5's LAION is not part of the paper profile).
@@ -27,7 +28,7 @@ def code(command, *unexpected):
     diffpo.workflow.code_files): a rule reruns when they change, in Snakemake as in DVC."""
     if unexpected:
         raise ValueError(f"code{(command, *unexpected)}: pass the rule's subcommand only, e.g. code('train')")
-    return code_files(command, Path(workflow.basedir))
+    return code_files(command, ROOT)
 
 
 def keys(stage, **wildcards):
