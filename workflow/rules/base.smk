@@ -10,16 +10,18 @@ if TINY:
             source=config["corpus"]["source"],
         output:
             directory("results/base/text"),
-        params:
-            param_keys=keys("pretrain_text_encoder"),
-            values=values("pretrain_text_encoder"),
-        priority: 10  # on the critical path: base model first, scorers and the rest after
         log:
             "logs/pretrain_text_encoder.log",
         benchmark:
             "benchmarks/pretrain_text_encoder.tsv"
+        priority: 10  # on the critical path: base model first, scorers and the rest after
+        conda:
+            "../envs/diffpo.yaml"
+        params:
+            param_keys=keys("pretrain_text_encoder"),
+            values=values("pretrain_text_encoder"),
         shell:
-            "{CLI} pretrain-text-encoder --out {output} --log {log}"
+            "python -m diffpo pretrain-text-encoder --out {output} --log {log}"
 
     rule pretrain_vae:
         input:
@@ -27,16 +29,18 @@ if TINY:
             source=config["corpus"]["source"],
         output:
             directory("results/base/autoencoder"),
-        params:
-            param_keys=keys("pretrain_vae"),
-            values=values("pretrain_vae"),
-        priority: 10  # on the critical path: base model first, scorers and the rest after
         log:
             "logs/pretrain_vae.log",
         benchmark:
             "benchmarks/pretrain_vae.tsv"
+        priority: 10  # on the critical path: base model first, scorers and the rest after
+        conda:
+            "../envs/diffpo.yaml"
+        params:
+            param_keys=keys("pretrain_vae"),
+            values=values("pretrain_vae"),
         shell:
-            "{CLI} pretrain-vae --out {output} --log {log}"
+            "python -m diffpo pretrain-vae --out {output} --log {log}"
 
     # The corpus's latents and captions, encoded once: the UNet's pre-training data and the
     # plateau control's (the same budget on the same data must not move the base).
@@ -48,16 +52,18 @@ if TINY:
             vae="results/base/autoencoder",
         output:
             directory("results/cache_corpus"),
-        params:
-            param_keys=keys("encode_corpus"),
-            values=values("encode_corpus"),
-        priority: 10  # on the critical path: base model first, scorers and the rest after
         log:
             "logs/encode_corpus.log",
         benchmark:
             "benchmarks/encode_corpus.tsv"
+        priority: 10  # on the critical path: base model first, scorers and the rest after
+        conda:
+            "../envs/diffpo.yaml"
+        params:
+            param_keys=keys("encode_corpus"),
+            values=values("encode_corpus"),
         shell:
-            "{CLI} encode-corpus --text-encoder {input.text_encoder} --vae {input.vae} --out {output} --log {log}"
+            "python -m diffpo encode-corpus --text-encoder {input.text_encoder} --vae {input.vae} --out {output} --log {log}"
 
     rule pretrain_unet:
         input:
@@ -68,16 +74,18 @@ if TINY:
         output:
             pipeline=directory("results/base/pipeline"),
             metrics="results/base/metrics.csv",
-        params:
-            param_keys=keys("pretrain_unet"),
-            values=values("pretrain_unet"),
-            work="results/checkpoints/base",
-        threads: workflow.cores
-        priority: 10  # on the critical path: base model first, scorers and the rest after
         log:
             "logs/pretrain_unet.log",
         benchmark:
             "benchmarks/pretrain_unet.tsv"
+        priority: 10  # on the critical path: base model first, scorers and the rest after
+        conda:
+            "../envs/diffpo.yaml"
+        threads: workflow.cores
+        params:
+            param_keys=keys("pretrain_unet"),
+            values=values("pretrain_unet"),
+            work="results/checkpoints/base",
         shell:
-            "{CLI} pretrain-unet --cache {input.cache} --text-encoder {input.text_encoder} --vae {input.vae}"
+            "python -m diffpo pretrain-unet --cache {input.cache} --text-encoder {input.text_encoder} --vae {input.vae}"
             " --work {params.work} --out {output.pipeline} --metrics {output.metrics} --log {log}"

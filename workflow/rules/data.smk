@@ -7,31 +7,34 @@ if TINY:
             code("world"),
         output:
             directory("results/world"),
-        params:
-            param_keys=keys("world"),
-            values=values("world"),
         log:
             "logs/world.log",
         benchmark:
             "benchmarks/world.tsv"
+        conda:
+            "../envs/diffpo.yaml"
+        params:
+            param_keys=keys("world"),
+            values=values("world"),
         shell:
-            "{CLI} world --out {output} --log {log}"
-
+            "python -m diffpo world --out {output} --log {log}"
 
     rule corpus:
         input:
             code("corpus"),
         output:
             directory(config["corpus"]["source"]),
-        params:
-            param_keys=keys("corpus"),
-            values=values("corpus"),
         log:
             "logs/corpus.log",
         benchmark:
             "benchmarks/corpus.tsv"
+        conda:
+            "../envs/diffpo.yaml"
+        params:
+            param_keys=keys("corpus"),
+            values=values("corpus"),
         shell:
-            "{CLI} corpus --out {output} --log {log}"
+            "python -m diffpo corpus --out {output} --log {log}"
 
 
 rule prepare:
@@ -41,36 +44,41 @@ rule prepare:
     output:
         pairs="results/data/train_pairs.parquet",
         manifest="results/data/manifest.json",
-    params:
-        param_keys=keys("prepare"),
-        values=values("prepare"),
     log:
         "logs/prepare.log",
     benchmark:
         "benchmarks/prepare.tsv"
+    conda:
+        "../envs/diffpo.yaml"
+    params:
+        param_keys=keys("prepare"),
+        values=values("prepare"),
     shell:
-        "{CLI} prepare --pairs {output.pairs} --manifest {output.manifest} --log {log}"
+        "python -m diffpo prepare --pairs {output.pairs} --manifest {output.manifest} --log {log}"
 
 
 rule encode:
     input:
         code("encode"),
         pairs="results/data/train_pairs.parquet",
-        models=["results/base/text", "results/base/autoencoder"] if TINY else [],
+        text_encoder=base_input("results/base/text"),
+        vae=base_input("results/base/autoencoder"),
     output:
         directory("results/cache"),
-    params:
-        param_keys=keys("encode"),
-        values=values("encode"),
-        text_encoder=text_encoder_source(),
-        vae=vae_source(),
-    resources:
-        gpu=0 if TINY else 1,
-    priority: 10  # on the critical path: base model first, scorers and the rest after
     log:
         "logs/encode.log",
     benchmark:
         "benchmarks/encode.tsv"
+    priority: 10  # on the critical path: base model first, scorers and the rest after
+    conda:
+        "../envs/diffpo.yaml"
+    resources:
+        gpu=0 if TINY else 1,
+    params:
+        param_keys=keys("encode"),
+        values=values("encode"),
+        text_encoder=base_path("text_encoder"),
+        vae=base_path("vae"),
     shell:
-        "{CLI} encode --pairs {input.pairs} --text-encoder {params.text_encoder} --vae {params.vae}"
+        "python -m diffpo encode --pairs {input.pairs} --text-encoder {params.text_encoder} --vae {params.vae}"
         " --out {output} --log {log}"

@@ -4,27 +4,29 @@
 rule sample:
     input:
         code("sample"),
-        base_inputs(),
+        base=base_input("results/base/pipeline"),
         unet=lambda wc: unet_of(wc.model),
         prompts=[data_source()] if TINY else [],
     output:
         "results/samples/{model}/{prompt_set}.parquet",
-    wildcard_constraints:
-        model="|".join(MODELS),
-        prompt_set="|".join(PROMPT_SETS),
-    params:
-        param_keys=lambda wc: keys("sample", prompt_set=wc.prompt_set),
-        values=values("sample"),
-        base=base_model(),
-        unet=lambda wc, input: f"--unet {input.unet}" if input.unet else "",
-    resources:
-        gpu=0 if TINY else 1,
     log:
         "logs/sample/{model}/{prompt_set}.log",
     benchmark:
         "benchmarks/sample/{model}/{prompt_set}.tsv"
+    wildcard_constraints:
+        model="|".join(MODELS),
+        prompt_set="|".join(PROMPT_SETS),
+    conda:
+        "../envs/diffpo.yaml"
+    resources:
+        gpu=0 if TINY else 1,
+    params:
+        param_keys=lambda wc: keys("sample", prompt_set=wc.prompt_set),
+        values=values("sample"),
+        base=base_path("base"),
+        unet=lambda wc, input: f"--unet {input.unet}" if input.unet else "",
     shell:
-        "{CLI} sample --base {params.base} {params.unet} --prompt-set {wildcards.prompt_set} --out {output} --log {log}"
+        "python -m diffpo sample --base {params.base} {params.unet} --prompt-set {wildcards.prompt_set} --out {output} --log {log}"
 
 
 rule evaluate:
@@ -35,18 +37,20 @@ rule evaluate:
     output:
         scores="results/scores/{model}/{prompt_set}.parquet",
         diversity="results/diversity/{model}/{prompt_set}.parquet",
-    params:
-        param_keys=keys("evaluate"),
-        values=values("evaluate"),
-        stand_ins="--stand-ins results/scorers" if TINY else "",
-    resources:
-        gpu=0 if TINY else 1,
     log:
         "logs/evaluate/{model}/{prompt_set}.log",
     benchmark:
         "benchmarks/evaluate/{model}/{prompt_set}.tsv"
+    conda:
+        "../envs/diffpo.yaml"
+    resources:
+        gpu=0 if TINY else 1,
+    params:
+        param_keys=keys("evaluate"),
+        values=values("evaluate"),
+        stand_ins="--stand-ins results/scorers" if TINY else "",
     shell:
-        "{CLI} evaluate --samples {input.samples} {params.stand_ins} --out {output.scores}"
+        "python -m diffpo evaluate --samples {input.samples} {params.stand_ins} --out {output.scores}"
         " --diversity {output.diversity} --log {log}"
 
 
@@ -63,10 +67,12 @@ if TINY:
             diversity=diversity("base"),
         output:
             "results/world_stats.json",
+        log:
+            "logs/world_stats.log",
+        conda:
+            "../envs/diffpo.yaml"
         params:
             param_keys=keys("world_stats"),
             values=values("world_stats"),
-        log:
-            "logs/world_stats.log",
         shell:
-            "{CLI} world-stats --scores {input.scores} --diversity {input.diversity} --out {output} --log {log}"
+            "python -m diffpo world-stats --scores {input.scores} --diversity {input.diversity} --out {output} --log {log}"

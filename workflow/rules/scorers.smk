@@ -10,17 +10,19 @@ if TINY:
             text_encoder="results/base/text",
         output:
             directory("results/scorers/{scorer}"),
-        wildcard_constraints:
-            scorer="|".join(SCORERS),
-        params:
-            param_keys=lambda wc: keys("train_scorer", scorer=wc.scorer),
-            values=values("train_scorer"),
         log:
             "logs/train_scorer/{scorer}.log",
         benchmark:
             "benchmarks/train_scorer/{scorer}.tsv"
+        wildcard_constraints:
+            scorer="|".join(SCORERS),
+        conda:
+            "../envs/diffpo.yaml"
+        params:
+            param_keys=lambda wc: keys("train_scorer", scorer=wc.scorer),
+            values=values("train_scorer"),
         shell:
-            "{CLI} train-scorer --scorer {wildcards.scorer} --text-encoder {input.text_encoder} --out {output} --log {log}"
+            "python -m diffpo train-scorer --scorer {wildcards.scorer} --text-encoder {input.text_encoder} --out {output} --log {log}"
 
     # SPO's step-aware preference model: the PickScore stand-in, conditioned on t and trained on
     # the base model's x0 predictions from noised pairs (the paper profile loads SPO's release).
@@ -32,15 +34,17 @@ if TINY:
             base="results/base/pipeline",
         output:
             directory("results/scorers/step_aware"),
-        params:
-            param_keys=keys("train_step_scorer"),
-            values=values("train_step_scorer"),
         log:
             "logs/train_scorer/step_aware.log",
         benchmark:
             "benchmarks/train_scorer/step_aware.tsv"
+        conda:
+            "../envs/diffpo.yaml"
+        params:
+            param_keys=keys("train_step_scorer"),
+            values=values("train_step_scorer"),
         shell:
-            "{CLI} train-step-scorer --pickscore {input.pickscore} --base {input.base} --out {output} --log {log}"
+            "python -m diffpo train-step-scorer --pickscore {input.pickscore} --base {input.base} --out {output} --log {log}"
 
 
 rule scorer_accuracy:
@@ -51,15 +55,17 @@ rule scorer_accuracy:
     output:
         csv="results/scorer_accuracy.csv",
         md="results/scorer_accuracy.md",
-    params:
-        param_keys=keys("scorer_accuracy"),
-        values=values("scorer_accuracy"),
-        stand_ins="--stand-ins results/scorers" if TINY else "",
-    resources:
-        gpu=0 if TINY else 1,
     log:
         "logs/scorer_accuracy.log",
     benchmark:
         "benchmarks/scorer_accuracy.tsv"
+    conda:
+        "../envs/diffpo.yaml"
+    resources:
+        gpu=0 if TINY else 1,
+    params:
+        param_keys=keys("scorer_accuracy"),
+        values=values("scorer_accuracy"),
+        stand_ins="--stand-ins results/scorers" if TINY else "",
     shell:
-        "{CLI} scorer-accuracy {params.stand_ins} --csv {output.csv} --md {output.md} --log {log}"
+        "python -m diffpo scorer-accuracy {params.stand_ins} --csv {output.csv} --md {output.md} --log {log}"

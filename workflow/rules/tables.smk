@@ -12,18 +12,23 @@ rule table:
         csv="results/{table}.csv",
         md="results/{table}.md",
         json="results/metrics/{table}.json",
+    log:
+        "logs/{table}.log",
     wildcard_constraints:
         table="|".join(TABLES),
+    conda:
+        "../envs/diffpo.yaml"
     params:
         param_keys=lambda wc: keys("table", table=wc.table, rows=table_rows(wc.table)),
         values=lambda wc: select(config, keys("table", table=wc.table, rows=table_rows(wc.table))),
         scores=lambda wc: " ".join(f"{m}={scores(m)}" for m in table_rows(wc.table)),
-        diversity=lambda wc: ("--diversity " + " ".join(f"{m}={diversity(m)}" for m in table_rows(wc.table)))
-        if wc.table == "see_dpo" else "",
-    log:
-        "logs/{table}.log",
+        diversity=lambda wc: (
+            ("--diversity " + " ".join(f"{m}={diversity(m)}" for m in table_rows(wc.table)))
+            if wc.table == "see_dpo"
+            else ""
+        ),
     shell:
-        "{CLI} table --table {wildcards.table} --scores {params.scores} {params.diversity}"
+        "python -m diffpo table --table {wildcards.table} --scores {params.scores} {params.diversity}"
         " --csv {output.csv} --md {output.md} --json {output.json} --log {log}"
 
 
@@ -34,11 +39,13 @@ rule training_curves:
     output:
         png="results/figures/training_curves.png",
         pdf="results/figures/training_curves.pdf",
+    log:
+        "logs/training_curves.log",
+    conda:
+        "../envs/diffpo.yaml"
     params:
         param_keys=keys("figures", methods=METHODS),
         values=lambda wc: select(config, keys("figures", methods=METHODS)),
         metrics=" ".join(f"{m}=results/models/{m}/metrics.csv" for m in METHODS),
-    log:
-        "logs/training_curves.log",
     shell:
-        "{CLI} figures --metrics {params.metrics} --out results/figures/training_curves --log {log}"
+        "python -m diffpo figures --metrics {params.metrics} --out results/figures/training_curves --log {log}"
