@@ -90,3 +90,70 @@ def test_every_rule_runs_in_the_environment(root):
             assert (path.parent / env).resolve() == (root / ENV_FILE).resolve(), (path, env)
         count += len(declared)
     assert count >= 14
+
+
+# ---------------------------------------------------------------- config/README.md
+def _listed_keys(text: str) -> set[str]:
+    """The keys config/README.md documents: its sections' headings and its tables' key column."""
+    return set(re.findall(r"^### `([^`]+)`$", text, re.M)) | set(re.findall(r"^\| `([^`]+)` \|", text, re.M))
+
+
+def _schema_property_names(node) -> set[str]:
+    """Every name declared under a `properties:` anywhere in the schema ($defs included)."""
+    names = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "properties" and isinstance(value, dict):
+                names |= set(value)
+            names |= _schema_property_names(value)
+    elif isinstance(node, list):
+        for value in node:
+            names |= _schema_property_names(value)
+    return names
+
+
+def _param_paths(node, prefix="", registries=("methods", "prompt_sets")) -> set[str]:
+    """Every dotted key of resolved params (a registry's entry names as <name>)."""
+    paths = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            part = "<name>" if prefix in registries else key
+            path = f"{prefix}.{part}" if prefix else part
+            paths.add(path)
+            paths |= _param_paths(value, path, registries)
+    return paths
+
+
+def test_config_readme_is_generated_and_current(root):
+    from diffpo.catalogue import config_readme
+
+    assert (root / "config/README.md").read_text() == config_readme(root), (
+        "config/README.md is out of date: run `python -m diffpo.catalogue config-readme > config/README.md`"
+    )
+
+
+def test_config_readme_lists_every_key_of_the_schema(root, schema):
+    from diffpo.config import PROFILES, load_params
+
+    listed = _listed_keys((root / "config/README.md").read_text())
+    # Every name the schema declares (found independently of the renderer's own walk)...
+    missing = _schema_property_names(schema) - {path.rsplit(".", 1)[-1] for path in listed}
+    assert not missing, f"config/README.md lacks {sorted(missing)}"
+    # ...at every place params.yaml uses it, in both profiles.
+    for profile in PROFILES:
+        paths = _param_paths(load_params(root / "params.yaml", profile))
+        assert paths <= listed, f"{profile}: config/README.md lacks {sorted(paths - listed)}"
+
+
+def test_config_readme_needs_a_description_for_every_key(root, tmp_path):
+    from diffpo.catalogue import config_readme
+
+    for name in ("params.yaml", "workflow/schemas/params.schema.yaml"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / name, tmp_path / name)
+    schema_file = tmp_path / "workflow/schemas/params.schema.yaml"
+    schema = yaml.safe_load(schema_file.read_text())
+    del schema["properties"]["sample"]["properties"]["seed"]["description"]
+    schema_file.write_text(yaml.safe_dump(schema, sort_keys=False))
+    with pytest.raises(ValueError, match="sample.seed"):
+        config_readme(tmp_path)
