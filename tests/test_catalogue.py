@@ -92,7 +92,7 @@ def test_every_rule_runs_in_the_environment(root):
     assert count >= 14
 
 
-# ---------------------------------------------------------------- config/README.md
+# ---------------------------------------------------------------- config/README.md, .test/
 def _listed_keys(text: str) -> set[str]:
     """The keys config/README.md documents: its sections' headings and its tables' key column."""
     return set(re.findall(r"^### `([^`]+)`$", text, re.M)) | set(re.findall(r"^\| `([^`]+)` \|", text, re.M))
@@ -157,3 +157,30 @@ def test_config_readme_needs_a_description_for_every_key(root, tmp_path):
     schema_file.write_text(yaml.safe_dump(schema, sort_keys=False))
     with pytest.raises(ValueError, match="sample.seed"):
         config_readme(tmp_path)
+
+
+def test_test_configuration_is_the_tiny_profile_at_the_end_to_end_size(root, schema):
+    from diffpo.catalogue import SMOKE_RELPATH, smoke_params
+    from diffpo.config import resolve_params
+
+    smoke = yaml.safe_load((root / SMOKE_RELPATH).read_text())
+    params = smoke_params(yaml.safe_load((root / "params.yaml").read_text()), smoke)
+    resolved = resolve_params(params, schema)  # valid in both profiles
+    assert resolved["profile"] == "tiny" and list(resolved["methods"]) == list(smoke["methods"])
+    assert resolved["train"]["steps"] == smoke["overrides"]["train"]["steps"]
+    assert resolved["methods"]["seppo_w"]["steps"] == smoke["methods"]["seppo_w"]["steps"]
+    # The rest of a method is params.yaml's: only the sizes differ.
+    full = resolve_params(yaml.safe_load((root / "params.yaml").read_text()), schema)
+    assert resolved["methods"]["seppo_w"]["beta"] == full["methods"]["seppo_w"]["beta"]
+    objectives = {resolved["methods"][m]["objective"] for m in resolved["methods"]}
+    assert {"sft", "diffusion_dpo", "seppo", "d3po", "spo"} <= objectives
+    rows = {row for table in resolved["tables"].values() for row in table["rows"]}
+    assert rows <= {"base", *resolved["methods"]}
+
+
+def test_catalogue_settings_file(root):
+    settings = yaml.safe_load((root / ".snakemake-workflow-catalog.yml").read_text())
+    usage = settings["usage"]
+    assert usage["software-stack-deployment"]["conda"] is True
+    assert set(usage) <= {"mandatory-flags", "software-stack-deployment", "report"}
+    assert (root / "workflow/Snakefile").is_file() and (root / "config/README.md").is_file()

@@ -19,43 +19,14 @@ import pandas as pd
 import pytest
 import yaml
 
+from diffpo.catalogue import SMOKE_RELPATH, smoke_params
+
 pytestmark = pytest.mark.slow
 
-SMOKE = {
-    "world": {"n_train_pairs": 600, "n_validation_unique": 12, "n_test_unique": 12, "n_ood_combinations": 8,
-              "n_ood_phrasings": 8, "train_shard_size": 250, "n_tuning": 12},
-    "corpus": {"n_captions": 300, "shard_size": 200},
-    "pretrain": {
-        "text_encoder": {"steps": 20, "batch_size": 32},
-        "vae": {"steps": 20, "batch_size": 16},
-        "unet": {"steps": 20, "batch_size": 16, "warmup_steps": 2},
-    },
-    "encode": {"batch_size": 128},
-    "train": {"steps": 4, "batch_size": 8, "checkpoint_every": 2},
-    "sample": {"num_inference_steps": 3, "images_per_prompt": 2, "batch_size": 24},
-    "scorers": {"stand_ins": {name: {"steps": 3, "batch_size": 8}
-                              for name in ("pickscore", "hpsv2", "imagereward", "aesthetic", "step_aware")}},
-}
-# One method of each kind: data images, data pairs, generated losers (SePPO), and rollouts
-# judged by a reward scorer (D3PO) or by the step-aware model (SPO).
-SMOKE_METHODS = {
-    "seppo_w": {"steps": 4, "round_updates": 2, "sampler_steps": 2, "generation_batch_size": 64},
-    "d3po": {"steps": 4, "round_updates": 2, "checkpoint_every": 2, "rollout_prompts": 4, "batch_size": 4,
-             "sampler_steps": 3},
-    "spo": {"steps": 4, "round_updates": 2, "checkpoint_every": 2, "rollout_prompts": 4, "batch_size": 4,
-            "sampler_steps": 3, "divert_start_step": 1, "score_gap": 0.0},
-}
-SMOKE_TABLES = {
-    "table1": {"rows": ["base", "plateau", "continued", "sft_w", "diffusion_dpo", "spo", "seppo_w"]},
-    "table4": {"rows": ["seppo_w"]},
-    "see_dpo": {"rows": ["diffusion_dpo", "d3po"]},
-}
-
-
-def merge(base: dict, override: dict) -> dict:
-    for key, value in override.items():
-        base[key] = merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
-    return base
+# The sizes of the run: .test/params.yaml, the workflow's test configuration (one source for
+# this test and for anyone who runs the workflow at this size, config/README.md).
+SMOKE = yaml.safe_load((Path(__file__).resolve().parents[1] / SMOKE_RELPATH).read_text())
+SMOKE_TABLES = SMOKE["tables"]
 
 
 def run(cmd: list[str], cwd: Path, stderr: bool = True, **env) -> str:
@@ -124,10 +95,7 @@ def project(root, tmp_path_factory) -> Path:
         if (root / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(root / name, dest / name)
-    params = merge(yaml.safe_load((root / "params.yaml").read_text()), SMOKE)
-    keep = ["plateau", "continued", "sft_w", "diffusion_dpo", *SMOKE_METHODS]
-    params["methods"] = {m: merge(params["methods"][m], SMOKE_METHODS.get(m, {})) for m in keep}
-    params["tables"] = SMOKE_TABLES
+    params = smoke_params(yaml.safe_load((root / "params.yaml").read_text()), SMOKE)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     # The DVC stages expand over the registry and the tables, so the smaller registry needs its own dvc.yaml.
     (dest / "dvc.yaml").write_text(run([sys.executable, "-m", "diffpo", "dvc-yaml"], dest, stderr=False))
