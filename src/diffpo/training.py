@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from diffpo.config import TrainConfig
 from diffpo.data import EncodedPairs
+from diffpo.errors import UserError
 from diffpo.files import atomic_dir, atomic_path
 from diffpo.objectives import (
     d3po_loss,
@@ -97,8 +98,8 @@ class Generators:
         return self
 
 
-class TrainingDiverged(FloatingPointError):
-    """The loss became NaN or infinite."""
+class TrainingDiverged(UserError, FloatingPointError):
+    """The loss became NaN or infinite (the message says which settings to lower)."""
 
 
 def _seed_for(*parts: int) -> int:
