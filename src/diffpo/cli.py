@@ -169,7 +169,7 @@ def _generators(cfg, p: dict, args):
 
 def cmd_sample(args):
     from diffpo.config import SampleConfig, build
-    from diffpo.data import read_prompts
+    from diffpo.sources import read_prompts
     from diffpo.files import write_parquet
     from diffpo.models import load_pipeline, load_sampling_scheduler
     from diffpo.sampling import generate
