@@ -289,6 +289,7 @@ class TrainConfig:
     guidance_scale: float = 5.0
     eta: float = 1.0              # rollouts need eta > 0 for a per-step density
     generation_batch_size: int = 256
+    generation_precision: str = "no"  # SePPO / SPIN losers: "bf16" autocast or "no" (the policy's dtype)
     rollout_prompts: int = 0      # prompts per round (online methods)
     samples_per_prompt: int = 1   # DDPO: chains per prompt, for per-prompt advantages
     timestep_fraction: float = 1.0  # share of a chain's steps trained on per update
