@@ -53,7 +53,7 @@ class _StrictLoader(yaml.SafeLoader):
 def read_yaml(path: Path) -> Any:
     """A YAML file's content; a syntax error or a duplicate key is a ParamsError naming the file and line."""
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
     except UnicodeDecodeError as err:
         raise ParamsError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8") from err
     except yaml.MarkedYAMLError as err:
@@ -65,6 +65,7 @@ def read_yaml(path: Path) -> Any:
 
 
 def load_schema() -> dict:
+    """The schema of params.yaml, shipped with the package."""
     return yaml.safe_load(resources.files("diffpo").joinpath(SCHEMA_FILE).read_text())
 
 
@@ -113,19 +114,16 @@ def _yaml_number(text: str, integer: bool) -> str | None:
     return written if isinstance(yaml.safe_load(written), float) else None
 
 
-def _enum(schema: dict, root: dict) -> list:
-    if "$ref" in schema:
-        return _enum(root["$defs"][schema["$ref"].rsplit("/", 1)[-1]], root)
-    return list(schema.get("enum", []))
+def _deref(schema: dict, root: dict) -> dict:
+    return root["$defs"][schema["$ref"].rsplit("/", 1)[-1]] if "$ref" in schema else schema
 
 
 def _describe(schema: dict, root: dict) -> str:
     """What a (sub)schema accepts, in words: 'null or an integer >= 1'."""
-    if "$ref" in schema:
-        return _describe(root["$defs"][schema["$ref"].rsplit("/", 1)[-1]], root)
-    alternatives = schema.get("anyOf") or schema.get("oneOf")
-    if alternatives and all(_enum(a, root) for a in alternatives):
-        return _describe({"enum": [e for a in alternatives for e in _enum(a, root)]}, root)
+    schema = _deref(schema, root)
+    alternatives = [_deref(a, root) for a in schema.get("anyOf") or schema.get("oneOf") or []]
+    if alternatives and all("enum" in a for a in alternatives):
+        return _describe({"enum": [e for a in alternatives for e in a["enum"]]}, root)
     if alternatives:
         return " or ".join(_describe(a, root) for a in alternatives)
     if "required" in schema and "type" not in schema:
