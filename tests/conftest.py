@@ -28,4 +28,4 @@ def raw_params() -> dict:
 def schema() -> dict:
     from diffpo.config import load_schema
 
-    return load_schema(ROOT)
+    return load_schema()

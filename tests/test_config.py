@@ -59,3 +59,9 @@ def test_a_stage_sees_only_its_keys(root):
     view = stage_params(params, "train", method="sft_w")
     assert set(view) == {"profile", "train", "methods"}
     assert set(view["methods"]) == {"sft_w"}
+
+
+def test_the_workflow_schema_is_the_package_schema(root):
+    """One schema: package data (found wherever the params file is), linked from Snakemake's usual place."""
+    linked = root / "workflow" / "schemas" / "params.schema.yaml"
+    assert linked.is_symlink() and linked.resolve() == (root / "src" / "diffpo" / "params.schema.yaml").resolve()

@@ -69,10 +69,10 @@ def test_missing_columns_is_a_clear_error(tmp_path):
         prepare_pairs(tmp_path, "train")
 
 
-def test_unknown_source_says_how_to_provide_it(monkeypatch, tmp_path):
+def test_unknown_hub_dataset_says_how_to_provide_it(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DataError, match="local folder"):
-        list_shards("nobody/no-such-dataset", "train")
+        list_shards("hf://datasets/nobody/no-such-dataset", "train")
 
 
 def test_max_pairs_limits_the_output(small_world):
@@ -81,7 +81,7 @@ def test_max_pairs_limits_the_output(small_world):
 
 
 def test_prompt_sets_from_every_supported_format(tmp_path, small_world):
-    from diffpo.data import read_prompts
+    from diffpo.sources import read_prompts
 
     out, _ = small_world
     assert len(read_prompts({"source": str(out), "split": "validation_unique"})) == 20

@@ -2,6 +2,11 @@
 
 Each subcommand reads only its stage's keys of params.yaml (diffpo.workflow.STAGE_PARAMS)
 and writes its outputs atomically; ``--log`` copies everything it prints to a log file.
+Subcommand NAME runs ``cmd_NAME``; ``cli_parser`` declares the options and their help.
+
+A subcommand reads its settings first, and imports torch only after them: an unknown
+method, scorer or prompt set fails at once. An error in the input (``UserError``: settings,
+data, missing weights) prints its message alone and exits 1; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +17,9 @@ import os
 import sys
 import time
 from pathlib import Path
+
+from diffpo import cli_parser
+from diffpo.errors import UserError
 
 
 class _Tee:
@@ -41,6 +49,7 @@ def _set_torch_threads() -> None:
 
 
 def _params(args, stage: str, **wildcards) -> dict:
+    """The keys of params.yaml ``stage`` reads; a name the settings do not define is a ParamsError."""
     from diffpo.config import load_params, method_judges
     from diffpo.workflow import stage_params
 
@@ -59,9 +68,9 @@ def cmd_world(args):
 
 
 def cmd_corpus(args):
+    p = _params(args, "corpus")
     from diffpo.world.corpus import make_corpus
 
-    p = _params(args, "corpus")
     c = p["corpus"]
     facts = make_corpus(c["seed"], c["n_captions"], c["shard_size"], p["world"]["image_size"], Path(args.out))
     print(json.dumps(facts, indent=2))
@@ -77,38 +86,42 @@ def cmd_prepare(args):
 
 
 def cmd_pretrain_text_encoder(args):
+    p = _params(args, "pretrain_text_encoder")
+    _set_torch_threads()
     from diffpo.pretraining import pretrain_text_encoder
 
-    p = _params(args, "pretrain_text_encoder")
     summary = pretrain_text_encoder(p["corpus"]["source"], p["corpus"]["split"], p["data"]["resolution"],
                                     p["pretrain"]["text_encoder"], p["pretrain"]["seed"], Path(args.out))
     print(json.dumps(summary, indent=2))
 
 
 def cmd_pretrain_vae(args):
+    p = _params(args, "pretrain_vae")
+    _set_torch_threads()
     from diffpo.pretraining import pretrain_vae
 
-    p = _params(args, "pretrain_vae")
     summary = pretrain_vae(p["corpus"]["source"], p["corpus"]["split"], p["data"]["resolution"],
                            p["pretrain"]["vae"], p["pretrain"]["seed"], Path(args.out))
     print(json.dumps(summary, indent=2))
 
 
 def cmd_encode(args):
+    p = _params(args, "encode")
+    _set_torch_threads()
     import pandas as pd
 
     from diffpo.data import encode_cache
 
-    p = _params(args, "encode")
     info = encode_cache(p["data"]["source"], p["data"]["split"], pd.read_parquet(args.pairs), args.text_encoder, args.vae,
                         Path(args.out), p["data"]["resolution"], p["encode"]["batch_size"], p["encode"]["dtype"])
     print(json.dumps(info, indent=2))
 
 
 def cmd_encode_corpus(args):
+    p = _params(args, "encode_corpus")
+    _set_torch_threads()
     from diffpo.data import encode_cache, index_corpus
 
-    p = _params(args, "encode_corpus")
     source, split = p["corpus"]["source"], p["corpus"]["split"]
     corpus = index_corpus(source, split)
     info = encode_cache(source, split, corpus.index, args.text_encoder, args.vae, Path(args.out),
@@ -117,10 +130,11 @@ def cmd_encode_corpus(args):
 
 
 def cmd_pretrain_unet(args):
+    p = _params(args, "pretrain_unet")["pretrain"]
+    _set_torch_threads()
     from diffpo.files import atomic_path
     from diffpo.pretraining import pretrain_unet
 
-    p = _params(args, "pretrain_unet")["pretrain"]
     metrics = pretrain_unet(Path(args.cache), Path(args.text_encoder), Path(args.vae), p["unet"], p["scheduler"],
                             p["seed"], Path(args.work), Path(args.out))
     with atomic_path(args.metrics) as tmp:
@@ -128,16 +142,18 @@ def cmd_pretrain_unet(args):
 
 
 def cmd_train(args):
+    from diffpo.config import TrainConfig, build, method_settings
+
+    p = _params(args, "train", method=args.method)
+    cfg = build(TrainConfig, method_settings(p, args.method))
+    _set_torch_threads()
     from accelerate import PartialState
 
-    from diffpo.config import TrainConfig, build, method_settings
     from diffpo.data import EncodedPairs
     from diffpo.files import atomic_path
     from diffpo.models import load_noise_scheduler, load_unet
     from diffpo.training import content_digest, run_fingerprint, save_unet, train
 
-    p = _params(args, "train", method=args.method)
-    cfg = build(TrainConfig, method_settings(p, args.method))
     cache = EncodedPairs(args.cache)
     unet = load_unet(args.base)
     generators, judges = _generators(cfg, p, args)
@@ -191,13 +207,15 @@ def _generators(cfg, p: dict, args):
 
 def cmd_sample(args):
     from diffpo.config import SampleConfig, build
-    from diffpo.data import read_prompts
-    from diffpo.files import write_parquet
-    from diffpo.models import load_pipeline, load_sampling_scheduler
-    from diffpo.sampling import generate
 
     p = _params(args, "sample", prompt_set=args.prompt_set)
     cfg = build(SampleConfig, p["sample"])
+    _set_torch_threads()
+    from diffpo.files import write_parquet
+    from diffpo.models import load_pipeline, load_sampling_scheduler
+    from diffpo.sampling import generate
+    from diffpo.sources import read_prompts
+
     pipe = load_pipeline(args.base, unet_source=args.unet)
     prompts = read_prompts(p["prompt_sets"][args.prompt_set])
     samples = generate(pipe, load_sampling_scheduler(args.base, cfg.scheduler), prompts, cfg)
@@ -210,39 +228,52 @@ def _world(p: dict) -> dict | None:
     return p["world"] if p["profile"] == "tiny" else None
 
 
-def cmd_train_scorer(args):
-    from diffpo.reward_models import read_pairs, train_stand_in
+def _read_pairs(source: str, split: str, size: tuple[int, int] | None = None):
+    """``reward_models.read_pairs``, saying how many images of another size it resized."""
+    from diffpo.reward_models import read_pairs
 
+    pairs = read_pairs(source, split, size=size)
+    if pairs.resized:
+        width, height = pairs.image_size
+        print(f"{source} {split}: {pairs.resized} images of another size resized to {width}x{height}", file=sys.stderr)
+    return pairs
+
+
+def cmd_train_scorer(args):
     p = _params(args, "train_scorer", scorer=args.scorer)
+    _set_torch_threads()
+    from diffpo.reward_models import train_stand_in
+
     stand_ins = p["scorers"]["stand_ins"]
     cfg = {"seed": stand_ins["seed"], **stand_ins[args.scorer]}
-    pairs = read_pairs(p["data"]["source"], p["data"]["split"])
-    heldout = read_pairs(p["data"]["source"], p["scorers"]["accuracy_split"])
+    pairs = _read_pairs(p["data"]["source"], p["data"]["split"])
+    heldout = _read_pairs(p["data"]["source"], p["scorers"]["accuracy_split"], pairs.image_size)
     text = Path(args.text_encoder)
     summary = train_stand_in(args.scorer, pairs, text / "clip", text / "tokenizer", cfg, Path(args.out), heldout=heldout)
     print(json.dumps(summary, indent=2, default=str))
 
 
 def cmd_train_step_scorer(args):
-    from diffpo.reward_models import read_pairs
+    p = _params(args, "train_step_scorer")
+    _set_torch_threads()
     from diffpo.step_aware import train_step_aware
 
-    p = _params(args, "train_step_scorer")
     cfg = {"seed": p["scorers"]["stand_ins"]["seed"], **p["scorers"]["stand_ins"]["step_aware"]}
-    pairs = read_pairs(p["data"]["source"], p["data"]["split"])
-    heldout = read_pairs(p["data"]["source"], p["scorers"]["accuracy_split"])
+    pairs = _read_pairs(p["data"]["source"], p["data"]["split"])
+    heldout = _read_pairs(p["data"]["source"], p["scorers"]["accuracy_split"], pairs.image_size)
     summary = train_step_aware(Path(args.pickscore), Path(args.base), pairs, cfg, Path(args.out), heldout=heldout)
     print(json.dumps(summary, indent=2, default=str))
 
 
 def cmd_evaluate(args):
+    p = _params(args, "evaluate")
+    _set_torch_threads()
     import pandas as pd
 
     from diffpo.diversity import diversity_table
     from diffpo.evaluation import decode_samples, describe, load_scorers, score_samples
     from diffpo.files import write_parquet
 
-    p = _params(args, "evaluate")
     samples = pd.read_parquet(args.samples)
     images = decode_samples(samples)
     scorers = load_scorers(p, args.stand_ins)
@@ -262,13 +293,13 @@ def cmd_evaluate(args):
 
 
 def cmd_world_stats(args):
+    p = _params(args, "world_stats")
     import pandas as pd
 
     from diffpo.data import list_shards
     from diffpo.files import atomic_write_text
     from diffpo.world.statistics import disjointness, world_statistics
 
-    p = _params(args, "world_stats")
     spec = p["prompt_sets"][p["sample"]["prompt_set"]]
     facts = world_statistics(list_shards(spec["source"], spec["split"]), pd.read_parquet(args.scores),
                              pd.read_parquet(args.diversity), p["world"]["alignment_weight"], p["world"]["aesthetic_weight"])
@@ -281,19 +312,20 @@ def cmd_world_stats(args):
 
 
 def cmd_scorer_accuracy(args):
+    p = _params(args, "scorer_accuracy")
+    _set_torch_threads()
     from diffpo.artifacts import accuracy_markdown
     from diffpo.evaluation import load_scorers, scorer_accuracy
     from diffpo.files import atomic_write_text
-    from diffpo.reward_models import read_pairs
 
-    p = _params(args, "scorer_accuracy")
     split = p["scorers"]["accuracy_split"]
-    pairs = read_pairs(p["data"]["source"], split)
+    pairs = _read_pairs(p["data"]["source"], split)
     table = scorer_accuracy(pairs, load_scorers(p, args.stand_ins), _world(p))
     who = "the tiny world's raters; scorers are stand-ins trained in the pipeline" if _world(p) else "Pick-a-Pic raters"
     note = (f"Agreement with held-out preferences ({who}) on the {split} pairs of {p['data']['source']}: "
             f"{table['n_pairs'].iloc[0]} decided pairs, {table['ties_excluded'].iloc[0]} ties excluded; "
-            f"± is the binomial standard error. Skipped rows: {pairs.skipped}.")
+            f"± is the binomial standard error. Skipped rows: {pairs.skipped}."
+            + (f" Images resized to {pairs.image_size[0]}x{pairs.image_size[1]}: {pairs.resized}." if pairs.resized else ""))
     atomic_write_text(args.csv, table.to_csv(index=False, float_format="%.6g"))
     atomic_write_text(args.md, accuracy_markdown(table, note))
     print(Path(args.md).read_text())
@@ -316,10 +348,10 @@ def cmd_table(args):
     from diffpo.artifacts import score_table, write_table
     from diffpo.files import atomic_write_text
 
-    rows = [s.split("=", 1)[0] for s in args.scores]
+    rows = [name for name, _ in args.scores]
     p = _params(args, "table", table=args.table, rows=rows)
-    files = {name: Path(path) for name, path in (s.split("=", 1) for s in args.scores)}
-    diversity = {name: Path(path) for name, path in (s.split("=", 1) for s in args.diversity)} if args.diversity else None
+    files = dict(args.scores)
+    diversity = dict(args.diversity) if args.diversity else None
     labels = {"base": "Base model", **{m: p["methods"][m]["label"] for m in rows if m != "base"}}
     table = score_table(files, labels, args.table, diversity_files=diversity)
     title, paper = TABLES[args.table]
@@ -338,18 +370,21 @@ def cmd_table(args):
 def cmd_figures(args):
     from diffpo.artifacts import plot_training_curves
 
-    methods = [s.split("=", 1)[0] for s in args.metrics]
+    methods = [name for name, _ in args.metrics]
     p = _params(args, "figures", methods=methods)
     labels = {m: p["methods"][m]["label"] for m in methods}
-    files = {name: Path(path) for name, path in (s.split("=", 1) for s in args.metrics)}
+    files = dict(args.metrics)
     plot_training_curves(files, labels, Path(args.out))
 
 
 def cmd_benchmark(args):
-    from diffpo.benchmark import run
     from diffpo.config import load_params
 
-    table = run(load_params(args.params), repeats=args.repeats)
+    params = load_params(args.params)
+    _set_torch_threads()
+    from diffpo.benchmark import run
+
+    table = run(params, repeats=args.repeats)
     print(table.to_markdown(index=False, floatfmt=".3f"))
     print(f"peak resident memory {table.attrs['peak_rss_mb']:.0f} MB, {table.attrs['threads']} torch threads")
 
@@ -396,74 +431,26 @@ def cmd_timings(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="diffpo", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    return cli_parser.build_parser(lambda name: globals()["cmd_" + name.replace("-", "_")], sorted(TABLES))
 
-    def add(name, func, *options):
-        p = sub.add_parser(name)
-        p.add_argument("--params", default="params.yaml")
-        p.add_argument("--log", help="also write everything printed to this file")
-        for opt in options:
-            p.add_argument(opt, required=True)
-        p.set_defaults(func=func)
-        return p
 
-    add("world", cmd_world, "--out")
-    add("corpus", cmd_corpus, "--out")
-    add("prepare", cmd_prepare, "--pairs", "--manifest")
-    add("pretrain-text-encoder", cmd_pretrain_text_encoder, "--out")
-    add("pretrain-vae", cmd_pretrain_vae, "--out")
-    add("encode", cmd_encode, "--pairs", "--text-encoder", "--vae", "--out")
-    add("encode-corpus", cmd_encode_corpus, "--text-encoder", "--vae", "--out")
-    add("pretrain-unet", cmd_pretrain_unet, "--cache", "--text-encoder", "--vae", "--work", "--out", "--metrics")
-    add("train", cmd_train, "--method", "--base", "--cache", "--work", "--out", "--metrics").add_argument(
-        "--scorers", default="results/scorers", help="folder of the tiny profile's trained scorers (rewards of rollouts)")
-    add("sample", cmd_sample, "--base", "--prompt-set", "--out").add_argument("--unet", help="a trained UNet folder replacing the base UNet")
-    add("train-scorer", cmd_train_scorer, "--scorer", "--text-encoder", "--out")
-    add("train-step-scorer", cmd_train_step_scorer, "--pickscore", "--base", "--out")
-    add("evaluate", cmd_evaluate, "--samples", "--out", "--diversity").add_argument("--stand-ins", help="folder of trained stand-in scorers (tiny)")
-    add("world-stats", cmd_world_stats, "--scores", "--diversity", "--out")
-    add("scorer-accuracy", cmd_scorer_accuracy, "--csv", "--md").add_argument("--stand-ins", help="folder of trained stand-in scorers (tiny)")
-    table = add("table", cmd_table, "--csv", "--md", "--json")
-    table.add_argument("--table", required=True, choices=sorted(TABLES))
-    table.add_argument("--scores", nargs="+", required=True, metavar="METHOD=PATH")
-    table.add_argument("--diversity", nargs="+", metavar="METHOD=PATH", help="per-prompt diversity files (SEE-DPO table)")
-    add("figures", cmd_figures, "--out").add_argument("--metrics", nargs="+", required=True, metavar="METHOD=PATH")
-    bench = sub.add_parser("benchmark", help="print the speed and memory of training steps and sampling")
-    bench.add_argument("--params", default="params.yaml")
-    bench.add_argument("--repeats", type=int, default=10)
-    bench.set_defaults(func=cmd_benchmark, log=None)
-    dvc = sub.add_parser("dvc-yaml", help="print dvc.yaml generated from the Snakemake DAG")
-    dvc.add_argument("--root", default=".")
-    dvc.add_argument("--targets", nargs="+", default=["all"])
-    dvc.add_argument("--check", action="store_true", help="fail if the committed dvc.yaml differs")
-    dvc.set_defaults(func=cmd_dvc_yaml, log=None)
-    commit = sub.add_parser("dvc-commit", help="record Snakemake's current outputs in dvc.lock (run after snakemake)")
-    commit.add_argument("--root", default=".")
-    commit.add_argument("--targets", nargs="+", default=["all"])
-    commit.add_argument("--log", help="also write everything printed to this file")
-    commit.set_defaults(func=cmd_dvc_commit)
-    docs = sub.add_parser("render-docs", help="render the README's and docs' result blocks from results/")
-    docs.add_argument("--root", default=".", help="the project root")
-    docs.add_argument("--check", action="store_true", help="fail if a document disagrees with results/")
-    docs.set_defaults(func=cmd_render_docs, log=None)
-    times = sub.add_parser("timings", help="summarise a Snakemake run's wall time and its jobs' benchmarks")
-    times.add_argument("--root", default=".", help="the project root")
-    times.add_argument("--snakemake-log", help="the run's log (default: the latest in .snakemake/log)")
-    times.add_argument("--out", default="results/timings.md", help="where to write the summary")
-    times.set_defaults(func=cmd_timings, log=None)
-    return parser
+def _is_main_process() -> bool:
+    """Under ``accelerate launch`` every rank runs the command; rank 0 (or no rank) is the main one."""
+    return os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0"
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if args.log:
+    if args.log and _is_main_process():  # one writer of the log file
         Path(args.log).parent.mkdir(parents=True, exist_ok=True)
         log = open(args.log, "w")
         sys.stdout, sys.stderr = _Tee(sys.__stdout__, log), _Tee(sys.__stderr__, log)
-    if args.command not in ("world", "corpus", "prepare", "table", "figures", "dvc-yaml", "dvc-commit", "world-stats",
-                            "render-docs", "timings"):
-        _set_torch_threads()  # the light stages never import torch: 7-10 s saved per job
     start = time.time()
-    args.func(args)
+    try:
+        args.func(args)
+    except UserError as err:
+        if args.debug:
+            raise
+        print(f"diffpo {args.command}: error: {err}", file=sys.stderr)
+        sys.exit(1)
     print(f"[diffpo {args.command}] done in {time.time() - start:.1f} s", file=sys.stderr)

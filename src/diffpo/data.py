@@ -1,14 +1,19 @@
-"""Preference data: Pick-a-Pic v2 loading, tie removal, and the encoded cache.
+"""Preference data: tie removal, the rows that cannot be used, and the encoded cache.
 
 Pick-a-Pic (and the tiny world, which copies its layout) is a folder of parquet shards
-``{split}-*.parquet`` (or ``data/{split}-*.parquet`` as on the hub). Diffusion-DPO keeps
-rows with ``label_0 in (0, 1)``: 959,040 -> 851,293 pairs. diffusers' research script
-keeps ties as if image 0 had won, a silent data bug this module refuses to repeat.
+``{split}-*.parquet`` (or ``data/{split}-*.parquet`` as on the hub; ``diffpo.sources``
+reads them). Diffusion-DPO keeps rows with ``label_0 in (0, 1)``: 959,040 -> 851,293 pairs.
+diffusers' research script keeps ties as if image 0 had won, a silent data bug this module
+refuses to repeat.
+
+Bad input: a shard that is not readable parquet stops with a ``DataError`` naming it; a row
+that cannot be used (``SKIP_REASONS``) is skipped and counted by reason, never dropped or
+changed without a count.
 """
 
 from __future__ import annotations
 
-import io
+import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -16,101 +21,23 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
+import pyarrow as pa
 from PIL import Image
 
 from diffpo.files import atomic_dir, atomic_write_text, write_parquet
+from diffpo.sources import DataError, decode_image, fit_image, list_shards, read_shard
 
 REQUIRED_COLUMNS = ("caption", "jpg_0", "jpg_1", "label_0", "label_1")
 PAIR_COLUMNS = ("caption", "label_0", "label_1", "image_0_uid", "image_1_uid", "model_0", "model_1", "ranking_id")
-
-
-class DataError(ValueError):
-    """Input data that cannot be used as it is; the message says what and where."""
-
-
-# ---------------------------------------------------------------- loading
-def list_shards(source: str | Path, split: str) -> list[Path]:
-    """Parquet shards of one split from a local copy, or from the hub cache for a hub id."""
-    local = Path(source)
-    if not local.exists():
-        local = _hub_snapshot(str(source), split)
-    shards = sorted(local.glob(f"{split}-*.parquet")) or sorted(local.glob(f"data/{split}-*.parquet"))
-    if not shards:
-        raise DataError(f"no parquet shards for split {split!r} in {local} (expected {split}-*.parquet)")
-    return shards
-
-
-def _hub_snapshot(repo_id: str, split: str) -> Path:
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(repo_id, repo_type="dataset", allow_patterns=[f"data/{split}-*"]))
-    except Exception as err:  # the hub client raises many types; all mean "not available here"
-        raise DataError(
-            f"data source {repo_id!r} is neither a local folder nor an available hub dataset ({err}). "
-            f"Pick-a-Pic v2 left the hub in 2025: copy its parquet shards to a local folder "
-            f"(e.g. resources/pickapic_v2/{split}-*.parquet) and set data.source to it."
-        ) from err
-
-
-def read_captions(source: str | Path, split: str) -> list[str]:
-    """The prompts of a split, in order (validation_unique / test_unique have one row per prompt)."""
-    captions: list[str] = []
-    for shard in list_shards(source, split):
-        captions += pq.read_table(shard, columns=["caption"]).column("caption").to_pylist()
-    return captions
-
-
-def read_prompts(spec: dict) -> list[str]:
-    """The prompts of a prompt set: ``{source, split}`` of a Pick-a-Pic-layout source, or ``{file}``.
-
-    Files: .parquet (a ``caption`` or ``prompt`` column), PartiPrompts' .tsv (column
-    ``Prompt``), .txt (one per line), .json (a list of strings), or a folder of .json files
-    (the HPSv2 benchmark: anime, concept-art, paintings, photo; read in name order).
-    """
-    if "split" in spec:
-        return read_captions(spec["source"], spec["split"])
-    path = Path(spec["file"])
-    if not path.exists():
-        raise DataError(
-            f"prompt file {path} not found. Copy it here on a machine with internet (HPSv2 benchmark: the "
-            f"hpsv2 package's benchmark/*.json; PartiPrompts: PartiPrompts.tsv from google-research/parti)."
-        )
-    if path.is_dir():
-        files = sorted(path.glob("*.json"))
-        if not files:
-            raise DataError(f"{path} holds no .json prompt files")
-        return [p for f in files for p in read_prompts({"file": str(f)})]
-    if path.suffix == ".parquet":
-        frame = pd.read_parquet(path)
-        column = next((c for c in ("caption", "prompt", "Prompt") if c in frame), None)
-        if column is None:
-            raise DataError(f"{path}: no caption/prompt column (columns: {list(frame.columns)})")
-        return frame[column].astype(str).tolist()
-    if path.suffix == ".tsv":
-        frame = pd.read_csv(path, sep="\t")
-        if "Prompt" not in frame:
-            raise DataError(f"{path}: PartiPrompts .tsv needs a 'Prompt' column (has {list(frame.columns)})")
-        return frame["Prompt"].astype(str).tolist()
-    if path.suffix == ".json":
-        prompts = json.loads(path.read_text())
-        if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
-            raise DataError(f"{path}: expected a JSON list of prompt strings")
-        return prompts
-    if path.suffix == ".txt":
-        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    raise DataError(f"{path}: unsupported prompt file type {path.suffix!r}")
-
-
-def decode_image(data: bytes) -> Image.Image:
-    """Decode image bytes to RGB; raises ValueError for bytes that are not a whole image."""
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except Exception as err:
-        raise ValueError(f"undecodable image bytes ({err})") from err
-    return image.convert("RGB")
+SKIP_REASONS = {
+    "tie": "labels 0.5 / 0.5 (kept by the scorers' readers, which learn from ties)",
+    "invalid_label": "labels other than (1, 0), (0, 1) or (0.5, 0.5)",
+    "empty_caption": "no caption, or only white space",
+    "undecodable_caption": "caption bytes that are not UTF-8",
+    "invalid_ranking_id": "a ranking_id column whose value is null or not an integer",
+    "duplicate_row": "the same ranking, caption, images and labels as an earlier row",
+    "undecodable_image": "image bytes that are not a whole image, or a 32-bit image",
+}
 
 
 # ---------------------------------------------------------------- tie removal
@@ -144,17 +71,15 @@ class PreparedPairs:
 def iter_rated_pairs(source: str | Path, split: str, skipped: Counter, keep_ties: bool = False):
     """Yield (shard name, row, record, image 0, image 1) for every usable row, in shard order.
 
-    Rows with an invalid label, an empty caption or an undecodable image are skipped and
-    counted in ``skipped`` by reason (ties too, unless ``keep_ties``); ``skipped["rows_in"]``
-    counts the rows read. Data preparation, the scorers' training data and their accuracy
-    all read pairs through here, so they skip the same rows for the same reasons.
+    A row that cannot be used is skipped and counted in ``skipped`` by reason
+    (``SKIP_REASONS``; ties too, unless ``keep_ties``); ``skipped["rows_in"]`` counts the rows
+    read. A record's caption is text (a caption stored as UTF-8 bytes is decoded). Data
+    preparation, the scorers' training data and their accuracy all read pairs through here,
+    so they skip the same rows for the same reasons.
     """
+    seen: set[bytes] = set()
     for shard in list_shards(source, split):
-        schema = pq.read_schema(shard)
-        missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
-        if missing:
-            raise DataError(f"{shard}: missing columns {missing} (Pick-a-Pic v2 layout expected)")
-        table = pq.read_table(shard).to_pandas()
+        table = _read_rated_shard(shard)
         skipped["rows_in"] += len(table)
         if keep_ties:
             valid = [label_outcome(a, b) != "invalid" for a, b in zip(table["label_0"], table["label_1"])]
@@ -166,15 +91,70 @@ def iter_rated_pairs(source: str | Path, split: str, skipped: Counter, keep_ties
             skipped["invalid_label"] += counts["invalid_label"]
         for row in np.flatnonzero(valid):
             record = table.iloc[row]
-            if not isinstance(record["caption"], str) or not record["caption"].strip():
-                skipped["empty_caption"] += 1
+            reason = _row_problem(record, seen)
+            if reason is None:
+                try:
+                    image_0, image_1 = decode_image(record["jpg_0"]), decode_image(record["jpg_1"])
+                except ValueError:
+                    reason = "undecodable_image"
+            if reason:
+                skipped[reason] += 1
                 continue
-            try:
-                image_0, image_1 = decode_image(record["jpg_0"]), decode_image(record["jpg_1"])
-            except ValueError:
-                skipped["undecodable_image"] += 1
-                continue
+            record["caption"] = record["caption"].decode("utf-8")
+            if "ranking_id" in record:
+                record["ranking_id"] = _integer(record["ranking_id"])
             yield shard.name, int(row), record, image_0, image_1
+
+
+def _read_rated_shard(shard: Path) -> pd.DataFrame:
+    """A shard's rows, captions as bytes (one caption that is not UTF-8 must not fail the whole shard)."""
+    table = read_shard(shard)
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
+    if missing:
+        raise DataError(f"{shard}: missing columns {missing} (Pick-a-Pic v2 layout expected)")
+    position = table.schema.get_field_index("caption")
+    captions = table.column(position)
+    as_bytes = {pa.string(): pa.binary(), pa.large_string(): pa.large_binary()}.get(captions.type)
+    if as_bytes is not None:
+        table = table.set_column(position, "caption", captions.cast(as_bytes))
+    frame = table.to_pandas()
+    frame["caption"] = [c.encode("utf-8") if isinstance(c, str) else c for c in frame["caption"]]
+    return frame
+
+
+def _row_problem(record: pd.Series, seen: set[bytes]) -> str | None:
+    """Why a row with a valid label cannot be used (a ``SKIP_REASONS`` key), or None.
+    ``seen``: digests of the earlier usable rows (this one's is added)."""
+    caption = record["caption"]
+    if not isinstance(caption, bytes):
+        return "empty_caption"  # null
+    try:
+        if not caption.decode("utf-8").strip():
+            return "empty_caption"
+    except UnicodeDecodeError:
+        return "undecodable_caption"
+    if "ranking_id" in record and _integer(record["ranking_id"]) is None:
+        return "invalid_ranking_id"
+    digest = hashlib.blake2b(repr((_integer(record.get("ranking_id")), float(record["label_0"]),
+                                   float(record["label_1"]))).encode(), digest_size=16)
+    for value in (caption, record["jpg_0"], record["jpg_1"]):
+        data = value if isinstance(value, bytes) else repr(value).encode()
+        digest.update(len(data).to_bytes(8, "little") + data)
+    if digest.digest() in seen:
+        return "duplicate_row"
+    seen.add(digest.digest())
+    return None
+
+
+def _integer(value) -> int | None:
+    """``value`` as an int; None for a null or anything else that is not an integer (1.5, "7")."""
+    if pd.isna(value):
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == value else None
 
 
 def prepare_pairs(source: str | Path, split: str, max_pairs: int | None = None) -> PreparedPairs:
@@ -244,7 +224,7 @@ def iter_pair_images(source: str | Path, split: str, index: pd.DataFrame):
     """Yield (position, winner image, loser image) for every row of a prepared index."""
     shards = {p.name: p for p in list_shards(source, split)}
     for shard_name, group in index.groupby("shard", sort=False):
-        table = pq.read_table(shards[shard_name], columns=["jpg_0", "jpg_1"])
+        table = read_shard(shards[shard_name], columns=["jpg_0", "jpg_1"])
         jpg_0, jpg_1 = table.column("jpg_0"), table.column("jpg_1")
         for pos, row, swapped in zip(group.index, group["row"], group["swapped"]):
             a, b = decode_image(jpg_0[row].as_py()), decode_image(jpg_1[row].as_py())
@@ -253,13 +233,7 @@ def iter_pair_images(source: str | Path, split: str, index: pd.DataFrame):
 
 def image_to_tensor(image: Image.Image, resolution: int) -> np.ndarray:
     """Resize the shorter side and centre-crop (SD training preprocessing) to CHW in [-1, 1]."""
-    w, h = image.size
-    scale = resolution / min(w, h)
-    if scale != 1:
-        image = image.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))), Image.BICUBIC)
-    w, h = image.size
-    left, top = (w - resolution) // 2, (h - resolution) // 2
-    image = image.crop((left, top, left + resolution, top + resolution))
+    image = fit_image(image, resolution, resolution)
     return np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 127.5 - 1.0
 
 

@@ -22,8 +22,10 @@ from diffusers import (
 )
 from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel, CLIPTokenizer, CLIPVisionConfig
 
+from diffpo.errors import UserError
 
-class MissingWeightsError(FileNotFoundError):
+
+class MissingWeightsError(UserError, FileNotFoundError):
     """Weights that cannot be found locally; the message says how to provide them offline."""
 
 

@@ -40,6 +40,7 @@ from diffpo.data import DataError, image_to_tensor, iter_rated_pairs
 from diffpo.files import atomic_dir
 from diffpo.models import MissingWeightsError
 from diffpo.scorers import Scorer
+from diffpo.sources import fit_image
 
 NAMES = ("pickscore", "hpsv2", "imagereward", "aesthetic")
 
@@ -77,36 +78,52 @@ class Pairs:
     label_0: np.ndarray
     skipped: dict = field(default_factory=dict)
     raters: str = ""  # who labelled them, e.g. "w_align=0.6, w_aes=0.4" from world.json
+    resized: int = 0  # images read at another size than image_size, resized to it
 
     def __len__(self) -> int:
         return len(self.captions)
 
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(width, height) of every image."""
+        return self.images_0.shape[2], self.images_0.shape[1]
+
     def subset(self, idx) -> "Pairs":
         idx = np.asarray(idx)
         return Pairs(self.images_0[idx], self.images_1[idx], [self.captions[i] for i in idx],
-                     self.label_0[idx], dict(self.skipped), self.raters)
+                     self.label_0[idx], dict(self.skipped), self.raters, self.resized)
 
 
-def read_pairs(source: str | Path, split: str, max_pairs: int | None = None) -> Pairs:
-    """Every pair of a split with decodable images and a valid label (ties kept); skips counted."""
+def read_pairs(source: str | Path, split: str, max_pairs: int | None = None,
+               size: tuple[int, int] | None = None) -> Pairs:
+    """Every pair of a split with decodable images and a valid label (ties kept); skips counted.
+
+    Images come in several sizes in Pick-a-Pic: each is brought to ``size`` (width, height;
+    by default the first image's) by ``data.fit_image`` (resize to cover, centre-crop, as
+    ``image_to_tensor`` does); ``Pairs.resized`` counts those that needed it.
+    """
     images_0, images_1, captions, labels = [], [], [], []
     counts = Counter()
+    resized = 0
     for _, _, record, a, b in iter_rated_pairs(source, split, counts, keep_ties=True):
-        images_0.append(np.asarray(a))
-        images_1.append(np.asarray(b))
+        size = size or a.size
+        for image, images in ((a, images_0), (b, images_1)):
+            if image.size != size:
+                image, resized = fit_image(image, *size), resized + 1
+            images.append(np.asarray(image))
         captions.append(record["caption"])
         labels.append(record["label_0"])
         if max_pairs and len(captions) >= max_pairs:
             break
     skipped = {"undecodable_image": counts["undecodable_image"], "invalid_label": counts["invalid_label"]}
-    if counts["empty_caption"]:
-        skipped["empty_caption"] = counts["empty_caption"]
+    skipped.update({reason: n for reason, n in sorted(counts.items()) if n and reason not in skipped and reason != "rows_in"})
     if not captions:
         raise DataError(f"no usable pairs in {source} split {split}: {skipped}")
     info = Path(source) / "world.json"
     weights = json.loads(info.read_text()).get("scorer_weights", {}) if info.is_file() else {}
     raters = f"w_align={weights['alignment']:g}, w_aes={weights['aesthetic']:g}" if weights else ""
-    return Pairs(np.stack(images_0), np.stack(images_1), captions, np.array(labels, dtype=np.float64), skipped, raters)
+    return Pairs(np.stack(images_0), np.stack(images_1), captions, np.array(labels, dtype=np.float64), skipped, raters,
+                 resized)
 
 
 def relabel_pairs(images_0: np.ndarray, images_1: np.ndarray, captions: list[str],

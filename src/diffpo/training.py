@@ -36,7 +36,8 @@ from tqdm import tqdm
 
 from diffpo.config import TrainConfig
 from diffpo.data import EncodedPairs
-from diffpo.files import atomic_dir, atomic_path
+from diffpo.errors import UserError
+from diffpo.files import atomic_dir, atomic_path, remove_stale_in
 from diffpo.objectives import (
     d3po_loss,
     ddpo_loss,
@@ -97,8 +98,8 @@ class Generators:
         return self
 
 
-class TrainingDiverged(FloatingPointError):
-    """The loss became NaN or infinite."""
+class TrainingDiverged(UserError, FloatingPointError):
+    """The loss became NaN or infinite (the message says which settings to lower)."""
 
 
 def _seed_for(*parts: int) -> int:
@@ -201,6 +202,9 @@ def train(
 
     start = 0
     metrics_path = work_dir / "metrics.csv"
+    if accelerator.is_main_process:  # what a killed run was writing: half checkpoints and pool files
+        remove_stale_in(work_dir)
+        remove_stale_in(work_dir / "pool")
     resumed = _latest_checkpoint(work_dir, fingerprint)
     if resumed:
         start, ckpt = resumed
@@ -577,10 +581,18 @@ def _save_checkpoint(work_dir, step, fingerprint, unet, optimizer, lr_scheduler,
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
+    """Keep the header and the rows of steps up to ``step``, the checkpoint resumed from.
+
+    A kill can tear the last line: it is dropped when it lacks its newline or has the wrong
+    number of fields (its first field may still read as a step number).
+    """
     if not path.exists():
         return
     lines = path.read_text().splitlines(keepends=True)
-    kept = lines[:1] + [ln for ln in lines[1:] if int(ln.split(",", 1)[0]) <= step]
+    header, rows = (lines[0], lines[1:]) if lines and lines[0].endswith("\n") else ("", [])
+    if rows and (not rows[-1].endswith("\n") or rows[-1].count(",") != header.count(",")):
+        rows.pop()
+    kept = [header] + [ln for ln in rows if int(ln.split(",", 1)[0]) <= step]
     with atomic_path(path) as tmp:
         tmp.write_text("".join(kept))
 

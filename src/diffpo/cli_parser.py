@@ -1,0 +1,141 @@
+"""The command line's parser: every subcommand and option, with its help (``python -m diffpo -h``).
+
+What each subcommand does is in cli.py: subcommand NAME runs ``cmd_NAME`` there (``-`` as
+``_``), the convention ``diffpo.workflow.code_files`` relies on. Paths in the help are the
+workflow's (tiny profile); README.md shows every stage's command as Snakemake runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Callable
+
+DESCRIPTION = ("One subcommand per workflow stage; Snakemake runs them (README.md shows each stage's command). "
+               "Each reads only its stage's keys of params.yaml and writes its outputs whole or not at all.")
+# reward_models.NAMES (a test keeps them equal), repeated here because reward_models imports torch
+STAND_INS = ("pickscore", "hpsv2", "imagereward", "aesthetic")
+
+
+def named_path(text: str) -> tuple[str, Path]:
+    """An argparse type for METHOD=PATH: the pair, or an error saying what is expected."""
+    name, equals, path = text.partition("=")
+    if not (name and equals and path):
+        raise argparse.ArgumentTypeError(
+            f"expected METHOD=PATH, e.g. sft_w=results/scores/sft_w/validation_unique.parquet; got {text!r}")
+    return name, Path(path)
+
+
+def build_parser(command: Callable[[str], Callable], tables: list[str]) -> argparse.ArgumentParser:
+    """The parser; ``command(name)`` is the function subcommand ``name`` runs, ``tables`` the --table choices."""
+    parser = argparse.ArgumentParser(prog="diffpo", description=DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true",
+                       help="show the traceback of an error in the input (settings, data, missing files)")
+    stage = argparse.ArgumentParser(add_help=False, parents=[debug])
+    stage.add_argument("--params", default="params.yaml", help="the settings file (default: %(default)s)")
+    stage.add_argument("--log", help="also write everything printed to this file (by the main process only, "
+                                     "under `accelerate launch`)")
+
+    def add(name: str, help: str, *options: tuple[str, str], parents=(stage,)) -> argparse.ArgumentParser:
+        """Subcommand ``name``; ``options``: its required (flag, help) pairs."""
+        p = sub.add_parser(name, help=help, description=help, parents=list(parents))
+        for flag, text in options:
+            p.add_argument(flag, required=True, help=text)
+        p.set_defaults(func=command(name))
+        return p
+
+    text_encoder = ("--text-encoder", "the text encoder: a folder (tiny: results/base/text) or a hub id")
+    vae = ("--vae", "the autoencoder: a folder (tiny: results/base/autoencoder) or a hub id")
+    base = ("--base", "the base Stable Diffusion pipeline: a folder (tiny: results/base/pipeline) or a hub id")
+    work = ("--work", "folder of checkpoints, resumed when rerun with the same settings and data "
+                      "(results/checkpoints/NAME)")
+    stand_ins = "folder of the tiny profile's trained stand-in scorers (results/scorers)"
+
+    add("world", "make the tiny profile's synthetic Pick-a-Pic: parquet shards, prompt sets, world.json",
+        ("--out", "the folder to write (results/world)"))
+    add("corpus", "make the tiny base model's own pre-training corpus (web-style images, loose captions)",
+        ("--out", "the folder to write (results/corpus)"))
+    add("prepare", "remove ties and unusable rows (counted by reason) and put the winner first",
+        ("--pairs", "the prepared pair index to write (results/data/train_pairs.parquet)"),
+        ("--manifest", "the counts to write: rows in, ties, rows skipped by reason, pairs out "
+                       "(results/data/manifest.json)"))
+    add("pretrain-text-encoder", "pre-train the tiny CLIP text encoder (with a small image tower, contrastively)",
+        ("--out", "the folder to write (results/base/text)"))
+    add("pretrain-vae", "pre-train the tiny autoencoder", ("--out", "the folder to write (results/base/autoencoder)"))
+    add("encode", "encode every prepared pair once: VAE latents and prompt embeddings, shared by every method",
+        ("--pairs", "the prepared pair index (from prepare)"), text_encoder, vae,
+        ("--out", "the cache folder to write (results/cache)"))
+    add("encode-corpus", "encode the pre-training corpus once (the base UNet's and the plateau control's data)",
+        text_encoder, vae, ("--out", "the cache folder to write (results/cache_corpus)"))
+    add("pretrain-unet", "pre-train the tiny UNet on the encoded corpus; write the whole pipeline folder",
+        ("--cache", "the encoded corpus (results/cache_corpus)"), text_encoder, vae, work,
+        ("--out", "the pipeline folder to write (results/base/pipeline)"),
+        ("--metrics", "the per-step metrics to write (results/base/metrics.csv)"))
+    train = add("train", "train one method of the registry (params.yaml methods:)",
+                ("--method", "the method: a name under methods: in params.yaml"), base,
+                ("--cache", "the encoded pairs (results/cache)"), work,
+                ("--out", "the trained UNet folder to write (results/models/METHOD/unet)"),
+                ("--metrics", "the per-step metrics to write (results/models/METHOD/metrics.csv)"))
+    train.add_argument("--scorers", default="results/scorers",
+                       help="folder of the tiny profile's trained scorers, judges of the rollouts (default: %(default)s)")
+    sample = add("sample", "generate images for a prompt set (PNG bytes in a parquet file)", base,
+                 ("--prompt-set", "the prompt set: a name under prompt_sets: in params.yaml"),
+                 ("--out", "the samples to write (results/samples/MODEL/PROMPT_SET.parquet)"))
+    sample.add_argument("--unet", help="a trained UNet folder replacing the base's (results/models/METHOD/unet)")
+    scorer = add("train-scorer", "train a tiny stand-in of a learned reward model on the world's raters",
+                 text_encoder, ("--out", "the folder to write (results/scorers/SCORER)"))
+    scorer.add_argument("--scorer", required=True, choices=STAND_INS, help="the reward model to stand in for")
+    add("train-step-scorer", "train SPO's step-aware preference model (tiny profile)",
+        ("--pickscore", "the trained PickScore stand-in (results/scorers/pickscore)"), base,
+        ("--out", "the folder to write (results/scorers/step_aware)"))
+    evaluate = add("evaluate", "score samples with every scorer, and the diversity of each prompt's images",
+                   ("--samples", "the samples to score (from sample)"),
+                   ("--out", "the per-image scores to write (results/scores/MODEL/PROMPT_SET.parquet)"),
+                   ("--diversity", "the per-prompt diversity to write (results/diversity/MODEL/PROMPT_SET.parquet)"))
+    evaluate.add_argument("--stand-ins", help=stand_ins)
+    add("world-stats", "the tiny world's facts that need the base model: data vs base, disjointness, degradations",
+        ("--scores", "the base model's per-image scores (results/scores/base/validation_unique.parquet)"),
+        ("--diversity", "the base model's per-prompt diversity (results/diversity/base/validation_unique.parquet)"),
+        ("--out", "the facts to write (results/world_stats.json)"))
+    accuracy = add("scorer-accuracy", "each scorer's agreement with held-out rated pairs",
+                   ("--csv", "the table to write (results/scorer_accuracy.csv)"),
+                   ("--md", "the same as Markdown (results/scorer_accuracy.md)"))
+    accuracy.add_argument("--stand-ins", help=stand_ins)
+    table = add("table", "tabulate every row's scores beside the paper's numbers",
+                ("--csv", "the table to write (results/TABLE.csv)"), ("--md", "the same as Markdown (results/TABLE.md)"),
+                ("--json", "the summary metrics to write (results/metrics/TABLE.json)"))
+    table.add_argument("--table", required=True, choices=tables, help="which table")
+    table.add_argument("--scores", nargs="+", required=True, type=named_path, metavar="METHOD=PATH",
+                       help="each row's per-image scores (from evaluate); METHOD base is the base model")
+    table.add_argument("--diversity", nargs="+", type=named_path, metavar="METHOD=PATH",
+                       help="each row's per-prompt diversity (from evaluate; the SEE-DPO table)")
+    figures = add("figures", "plot every method's training curves",
+                  ("--out", "the figure to write, without suffix: .png and .pdf (results/figures/training_curves)"))
+    figures.add_argument("--metrics", nargs="+", required=True, type=named_path, metavar="METHOD=PATH",
+                         help="each method's metrics.csv (from train)")
+    bench = add("benchmark", "print the speed and memory of training steps and sampling", parents=(debug,))
+    bench.add_argument("--params", default="params.yaml", help="the settings file (default: %(default)s)")
+    bench.add_argument("--repeats", type=int, default=10, help="timed repetitions of each step (default: %(default)s)")
+    bench.set_defaults(log=None)
+    dvc = add("dvc-yaml", "print dvc.yaml generated from the Snakemake DAG", parents=(debug,))
+    dvc.add_argument("--root", default=".", help="the project root (default: the current folder)")
+    dvc.add_argument("--targets", nargs="+", default=["all"], help="the Snakemake targets (default: all)")
+    dvc.add_argument("--check", action="store_true", help="fail if the committed dvc.yaml differs")
+    dvc.set_defaults(log=None)
+    commit = add("dvc-commit", "record Snakemake's current outputs in dvc.lock (Snakemake runs it after a run)",
+                 parents=(debug,))
+    commit.add_argument("--root", default=".", help="the project root (default: the current folder)")
+    commit.add_argument("--targets", nargs="+", default=["all"], help="the Snakemake targets (default: all)")
+    commit.add_argument("--log", help="also write everything printed to this file")
+    docs = add("render-docs", "render the README's and docs' result blocks from results/", parents=(debug,))
+    docs.add_argument("--root", default=".", help="the project root (default: the current folder)")
+    docs.add_argument("--check", action="store_true", help="fail if a document disagrees with results/")
+    docs.set_defaults(log=None)
+    times = add("timings", "summarise a Snakemake run's wall time and its jobs' benchmarks", parents=(debug,))
+    times.add_argument("--root", default=".", help="the project root (default: the current folder)")
+    times.add_argument("--snakemake-log", help="the run's log (default: the latest in .snakemake/log)")
+    times.add_argument("--out", default="results/timings.md", help="where to write the summary (default: %(default)s)")
+    times.set_defaults(log=None)
+    return parser
