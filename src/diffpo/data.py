@@ -200,7 +200,7 @@ def index_corpus(source: str | Path, split: str) -> PreparedPairs:
     pre-training data) as a prepared index; rows with an undecodable image are skipped."""
     kept, skipped = [], Counter()
     for shard in list_shards(source, split):
-        table = pq.read_table(shard, columns=["caption", "jpg_0", "jpg_1"]).to_pandas()
+        table = read_shard(shard, columns=["caption", "jpg_0", "jpg_1"]).to_pandas()
         for row, record in enumerate(table.itertuples(index=False)):
             try:
                 decode_image(record.jpg_0), decode_image(record.jpg_1)
