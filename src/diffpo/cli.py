@@ -305,8 +305,10 @@ def cmd_world_stats(args):
                              pd.read_parquet(args.diversity), p["world"]["alignment_weight"], p["world"]["aesthetic_weight"])
     preference = [s for split in ("train", "validation_unique", "test_unique", "tuning")
                   for s in list_shards(p["data"]["source"], split)]
+    world = json.loads((Path(p["data"]["source"]) / "world.json").read_text())
     facts = {"prompt_set": p["sample"]["prompt_set"], **facts,
-             "disjointness": disjointness(list_shards(p["corpus"]["source"], p["corpus"]["split"]), preference)}
+             "disjointness": disjointness(list_shards(p["corpus"]["source"], p["corpus"]["split"]), preference),
+             "degradations": world["degradations"]}  # the world's table, kept with the facts that are tracked
     atomic_write_text(args.out, json.dumps(facts, indent=2) + "\n")
     print(json.dumps(facts, indent=2))
 
@@ -422,7 +424,8 @@ def cmd_timings(args):
     from diffpo.files import atomic_write_text
     from diffpo.reporting import timings_markdown
 
-    logs = sorted(Path(args.root, ".snakemake/log").glob("*.snakemake.log"))
+    # The latest log of a run that executed jobs (building a DAG, as dvc-commit does, logs too).
+    logs = [log for log in sorted(Path(args.root, ".snakemake/log").glob("*.snakemake.log")) if "Finished jobid" in log.read_text()]
     log = Path(args.snakemake_log) if args.snakemake_log else (logs[-1] if logs else None)
     if log is None:
         sys.exit("no Snakemake log in .snakemake/log: run the workflow first")
