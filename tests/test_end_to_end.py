@@ -92,7 +92,8 @@ def project(root, tmp_path_factory) -> Path:
     listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=root,
                             capture_output=True, text=True, check=True).stdout.split()
     for name in listed:
-        if (root / name).is_file():
+        # The committed results (and dvc.lock) are the full tiny run's: the smoke project makes its own.
+        if (root / name).is_file() and not name.startswith("results/") and name != "dvc.lock":
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(root / name, dest / name)
     params = smoke_params(yaml.safe_load((root / "params.yaml").read_text()), SMOKE)
