@@ -48,7 +48,8 @@ def world_facts(root: Path) -> str:
         "| image | GT preference | GT aesthetics |",
         "|---|---|---|",
     ]
-    for kind, row in stats["degradations"].items():
+    table = stats["degradations"]
+    for kind, row in sorted(table.items(), key=lambda item: item[0] != "clean"):  # the clean render first
         lines.append(f"| {kind.replace('_', ' ')} | {row['gt_preference']:.3f} ± {row['gt_preference_se']:.3f} "
                      f"| {row['gt_aesthetic']:.3f} ± {row['gt_aesthetic_se']:.3f} |")
     return "\n".join(lines)
