@@ -77,19 +77,24 @@ def test_vae_round_trip_shapes(tiny_pipeline):
     assert decode_latents(pipe.vae, latents).shape == (2, 16, 16, 3)
 
 
-def test_sampling_is_seeded_per_prompt_or_once(tiny_pipeline):
+def test_sampling_noise_is_distinct_per_prompt_and_seed_and_shared_across_models(tiny_pipeline):
     per_prompt = SampleConfig(2, 5.0, 2, 0, "per_prompt", 4, "x")
     noise = initial_noise(3, per_prompt, (4, 8, 8))
-    assert torch.equal(noise[0:2], noise[2:4])  # generator reset for every prompt
+    assert not torch.equal(noise[0:2], noise[2:4])  # each prompt its own noise
+    assert torch.equal(initial_noise(2, per_prompt, (4, 8, 8)), noise[:4])  # prompt i's noise: not the set's size
+    other_seed = initial_noise(3, per_prompt, (4, 8, 8), replicate=1)
+    assert not any(torch.equal(other_seed[i], noise[j]) for i in range(6) for j in range(6))
+    assert torch.equal(initial_noise(3, per_prompt, (4, 8, 8), replicate=1), other_seed)  # every model of seed 1
     once = SampleConfig(2, 5.0, 2, 0, "global", 4, "x")
     noise = initial_noise(3, once, (4, 8, 8))
     assert not torch.equal(noise[0:2], noise[2:4])
+    assert not torch.equal(initial_noise(3, once, (4, 8, 8), replicate=1), noise)
     pipe = load_pipeline(tiny_pipeline)
     prompts = ["a large red circle on the left, white background", "a small blue square in the centre, black background"]
     first = generate(pipe, load_sampling_scheduler(tiny_pipeline), prompts, per_prompt)
     again = generate(pipe, load_sampling_scheduler(tiny_pipeline), prompts, per_prompt)
     assert len(first) == 4 and first["png"].tolist() == again["png"].tolist()
-    assert first["prompt_id"].tolist() == [0, 0, 1, 1]
+    assert first["prompt_id"].tolist() == [0, 0, 1, 1] and first["seed"].tolist() == [0] * 4
 
 
 @pytest.mark.parametrize("sampler", ["pndm", "euler", "dpm_solver"])

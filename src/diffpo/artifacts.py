@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from diffpo.evaluation import mean_and_se, per_prompt
+from diffpo.intervals import METHOD, Estimate, paired_difference, summarise
 from diffpo.files import atomic_path, atomic_write_text
 
 SCORE_NAMES = {
@@ -34,43 +34,63 @@ DIVERSITY_NAMES = {"rmse": "RMSE ↑", "psnr": "PSNR ↓", "ssim": "SSIM ↓", "
                    "semantic_entropy": "Semantic ↑"}
 
 
-def score_table(score_files: dict[str, Path], labels: dict[str, str], table: str, baseline: str = "base",
-                diversity_files: dict[str, Path] | None = None) -> pd.DataFrame:
-    """One row per method: mean and standard error over prompts of each score, the paired
-    difference to ``baseline`` on the same prompts and seeds, the paper's numbers, and (with
-    ``diversity_files``) each diversity metric's mean over prompts (SEE-DPO's comparison)."""
-    scores = {name: pd.read_parquet(path) for name, path in score_files.items()}
+def read_runs(paths: list[Path]) -> pd.DataFrame:
+    """One row's files (one per training seed), stacked; each carries its ``seed`` column."""
+    frames = [pd.read_parquet(p) for p in paths]
+    stacked = pd.concat(frames, ignore_index=True)
+    stacked.attrs.update(frames[0].attrs)
+    return stacked
+
+
+def score_table(score_files: dict[str, list[Path]], labels: dict[str, str], table: str, baseline: str = "base",
+                diversity_files: dict[str, list[Path]] | None = None) -> pd.DataFrame:
+    """One row per method: each score's mean over seeds and prompts with its 95 % interval
+    (``intervals``: two-level bootstrap over seeds and prompts), the difference to ``baseline``
+    paired on (seed, prompt), the paper's numbers, and (with ``diversity_files``) each
+    diversity metric likewise (SEE-DPO's comparison)."""
+    scores = {name: read_runs(paths) for name, paths in score_files.items()}
     columns = [c for c in SCORE_NAMES if all(c in s for s in scores.values())]
-    base_prompts = per_prompt(scores[baseline], columns) if baseline in scores else None
     paper_cols, paper_rows = paper_numbers(table)
     rows = []
     table_attrs = {"scorers": next(iter(scores.values())).attrs.get("scorers", {})}
     for name, frame in scores.items():
-        prompts = per_prompt(frame, columns)
-        row = {"method": name, "label": labels.get(name, name), "n_prompts": len(prompts), "n_images": len(frame)}
+        row = {"method": name, "label": labels.get(name, name), "n_seeds": frame["seed"].nunique(),
+               "n_prompts": frame["prompt_id"].nunique(), "n_images": len(frame)}
         for col in columns:
-            row[f"{col}_mean"], row[f"{col}_se"] = mean_and_se(prompts[col])
-        if base_prompts is not None:
-            for col in columns:
-                diff = (prompts[col] - base_prompts[col]).dropna()
-                row[f"{col}_delta"], row[f"{col}_delta_se"] = mean_and_se(diff) if name != baseline else (0.0, 0.0)
+            row.update(_estimate_columns(col, summarise(frame, col)))
+            if baseline in scores:
+                row.update(_estimate_columns(f"{col}_delta", paired_difference(frame, scores[baseline], col)))
         for col, value in zip(paper_cols, paper_rows.get(name, [math.nan] * len(paper_cols))):
             row[f"paper_{col}"] = value
         if diversity_files:
-            diversity = pd.read_parquet(diversity_files[name])
+            diversity = read_runs(diversity_files[name])
             for col in DIVERSITY_NAMES:
                 if col in diversity:  # the semantic metric needs the world's knowledge (tiny profile)
-                    row[f"div_{col}_mean"], row[f"div_{col}_se"] = mean_and_se(diversity[col])
+                    row.update(_estimate_columns(f"div_{col}", summarise(diversity, col)))
         rows.append(row)
     table = pd.DataFrame(rows)
     table.attrs.update(table_attrs)
     return table
 
 
-def _fmt(mean: float, se: float, digits: int = 3) -> str:
+def _estimate_columns(name: str, value: Estimate) -> dict[str, float]:
+    """``name`` (the mean; ``X_delta`` stays ``X_delta``), ``name_low`` and ``name_high``."""
+    key = name if name.endswith("_delta") else f"{name}_mean"
+    return {key: value.mean, f"{name}_low": value.low, f"{name}_high": value.high}
+
+
+def _fmt(mean: float, low: float, high: float, digits: int = 3, signed: bool = False) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return ""
-    return f"{mean:.{digits}f} ± {se:.{digits}f}" if not math.isnan(se) else f"{mean:.{digits}f}"
+    sign = "+" if signed else ""
+    return f"{mean:{sign}.{digits}f} [{low:{sign}.{digits}f}, {high:{sign}.{digits}f}]"
+
+
+def interval_note(table: pd.DataFrame) -> str:
+    seeds, prompts = int(table["n_seeds"].min()), int(table["n_prompts"].min())
+    over = f"{seeds} training seeds and {prompts} prompts" if seeds > 1 else f"{prompts} prompts (one training seed)"
+    return (f"Each cell: mean over {over} (a prompt's images averaged first), with its 95 % interval in brackets "
+            f"({METHOD}).")
 
 
 def to_markdown(table: pd.DataFrame, title: str, note: str) -> str:
@@ -78,20 +98,23 @@ def to_markdown(table: pd.DataFrame, title: str, note: str) -> str:
     for col, name in SCORE_NAMES.items():
         if f"{col}_mean" in table:
             digits = 3 if col.startswith("gt_") or col == "imagereward" else 2
-            view[name] = [_fmt(m, s, digits) for m, s in zip(table[f"{col}_mean"], table[f"{col}_se"])]
+            view[name] = [_fmt(m, lo, hi, digits) for m, lo, hi in
+                          zip(table[f"{col}_mean"], table[f"{col}_low"], table[f"{col}_high"])]
     for col, name in DIVERSITY_NAMES.items():
         if f"div_{col}_mean" in table:
-            view[name] = [_fmt(m, s, 3) for m, s in zip(table[f"div_{col}_mean"], table[f"div_{col}_se"])]
+            view[name] = [_fmt(m, lo, hi, 3) for m, lo, hi in
+                          zip(table[f"div_{col}_mean"], table[f"div_{col}_low"], table[f"div_{col}_high"])]
     if "gt_preference_delta" in table:
         view["Δ GT preference vs base"] = [
-            f"{m:+.3f} ± {s:.3f}" for m, s in zip(table["gt_preference_delta"], table["gt_preference_delta_se"])
+            _fmt(m, lo, hi, 3, signed=True) for m, lo, hi in
+            zip(table["gt_preference_delta"], table["gt_preference_delta_low"], table["gt_preference_delta_high"])
         ]
     for col, name in PAPER_NAMES.items():
         if f"paper_{col}" in table:
             view[f"paper {name}"] = ["" if math.isnan(v) else f"{v:g}" for v in table[f"paper_{col}"]]
     scorers = table.attrs.get("scorers", {})
     versions = "".join(f"\n- {SCORE_NAMES[n]}: {d['version']}; score = {d['scale']}" for n, d in scorers.items())
-    return f"# {title}\n\n{note}\n{versions}\n\n{view.to_markdown(index=False)}\n"
+    return f"# {title}\n\n{interval_note(table)} {note}\n{versions}\n\n{view.to_markdown(index=False)}\n"
 
 
 def accuracy_markdown(table: pd.DataFrame, note: str) -> str:

@@ -268,13 +268,14 @@ def merge(base: Any, override: Any) -> Any:
 def smoke_params(raw: dict, smoke: dict) -> dict:
     """params.yaml (``raw``, unresolved) at the end-to-end test's size: ``smoke['overrides']``
     merged in, only the methods ``smoke['methods']`` names (each with its overrides), and the
-    tables ``smoke['tables']``."""
+    sections ``smoke['tuning']`` and ``smoke['tables']`` in place of params.yaml's."""
     params = merge(raw, smoke["overrides"])
     unknown = [m for m in smoke["methods"] if m not in params["methods"]]
     if unknown:
         raise ValueError(f"{SMOKE_RELPATH}: methods {unknown} are not in params.yaml")
     params["methods"] = {m: merge(params["methods"][m], o or {}) for m, o in smoke["methods"].items()}
     params["tables"] = copy.deepcopy(smoke["tables"])
+    params["tuning"] = copy.deepcopy(smoke["tuning"])
     return params
 
 

@@ -56,6 +56,10 @@ def _params(args, stage: str, **wildcards) -> dict:
     params = load_params(args.params)
     if stage == "train":
         wildcards["judges"] = method_judges(params, wildcards["method"])
+    if stage == "tune":
+        from diffpo.workflow import tune_keys
+
+        wildcards["keys"] = tune_keys(params, wildcards["method"])
     return stage_params(params, stage, **wildcards)
 
 
@@ -142,30 +146,130 @@ def cmd_pretrain_unet(args):
 
 
 def cmd_train(args):
-    from diffpo.config import TrainConfig, build, method_settings
-
     p = _params(args, "train", method=args.method)
-    cfg = build(TrainConfig, method_settings(p, args.method))
     _set_torch_threads()
     from accelerate import PartialState
 
-    from diffpo.data import EncodedPairs
     from diffpo.files import atomic_path
-    from diffpo.models import load_noise_scheduler, load_unet
-    from diffpo.training import content_digest, run_fingerprint, save_unet, train
+    from diffpo.training import save_unet
 
+    unet, metrics = _train_run(p, args.method, args.seed, {}, args, "train")
+    if PartialState().is_main_process:  # one writer under `accelerate launch`
+        save_unet(unet, Path(args.out))
+        with atomic_path(args.metrics) as tmp:
+            tmp.write_bytes(Path(metrics).read_bytes())
+
+
+def _train_run(p: dict, method: str, seed: int, overrides: dict, args, command: str):
+    """Train ``method`` with training seed ``seed`` (and ``overrides`` of its settings) from
+    ``args.base`` on ``args.cache``, resuming a checkpoint in ``args.work`` made by the same
+    code, settings, weights and data; returns the UNet and its metrics file."""
+    from diffpo.config import TrainConfig, build, method_settings
+    from diffpo.data import EncodedPairs
+    from diffpo.models import load_noise_scheduler, load_unet
+    from diffpo.training import content_digest, run_fingerprint, train
+
+    cfg = build(TrainConfig, {**method_settings(p, method, overrides), "seed": seed})
     cache = EncodedPairs(args.cache)
     unet = load_unet(args.base)
     generators, judges = _generators(cfg, p, args)
     base_unet = Path(args.base) / "unet"
     init = content_digest(base_unet) if base_unet.exists() else args.base
     init += "".join(content_digest(j) if Path(j).is_dir() else str(j) for j in judges)  # a retrained judge: no resume
-    fingerprint = run_fingerprint(cfg, init, Path(args.cache), "train")
-    unet, metrics = train(cfg, cache, unet, load_noise_scheduler(args.base), Path(args.work), fingerprint, generators)
-    if PartialState().is_main_process:  # one writer under `accelerate launch`
-        save_unet(unet, Path(args.out))
-        with atomic_path(args.metrics) as tmp:
-            tmp.write_bytes(Path(metrics).read_bytes())
+    fingerprint = run_fingerprint(cfg, init, Path(args.cache), command)
+    return train(cfg, cache, unet, load_noise_scheduler(args.base), Path(args.work), fingerprint, generators)
+
+
+def cmd_tune(args):
+    p = _params(args, "tune", method=args.method)
+    _set_torch_threads()
+    from diffpo.files import atomic_write_text
+    from diffpo.training import TrainingDiverged
+    from diffpo.tuning import grid_points
+
+    tuning = p["tuning"]
+    overrides = _origin_selection(p, args) | grid_points(p, args.method)[args.point]
+    start = time.time()
+    try:
+        unet, _ = _train_run(p, args.method, tuning["seed"], overrides, args, "tune")
+    except TrainingDiverged as err:  # a result of the grid, not a failure of the sweep: never selected
+        print(f"diverged: {err}", file=sys.stderr)
+        result = {"score": None, "low": None, "high": None, "diverged": True}
+    else:
+        scores = _score_tuning_samples(p, args, unet)
+        from diffpo.intervals import summarise
+
+        value = summarise(scores, tuning["metric"])
+        result = {"score": value.mean, "low": value.low, "high": value.high, "diverged": False,
+                  "n_prompts": value.n_prompts}
+    record = {"method": args.method, "point": args.point, "settings": overrides, "metric": tuning["metric"],
+              "prompt_set": tuning["prompt_set"], "seed": tuning["seed"], **result}
+    atomic_write_text(args.out, json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record, indent=2))
+    print(f"{args.method} point {args.point}: {time.time() - start:.0f} s", file=sys.stderr)
+
+
+def _origin_selection(p: dict, args) -> dict:
+    """The settings selected for the grid's ``from`` method, by the selection rule, from its points' results."""
+    origin = p["tuning"]["grids"][args.method].get("from")
+    if origin is None:
+        return {}
+    import pandas as pd
+
+    from diffpo.tuning import select_points
+
+    records = [json.loads(Path(f).read_text()) for f in args.origin_results]
+    if {r["method"] for r in records} != {origin}:
+        raise UserError(f"--origin-results: expected the grid results of {origin} (tuning.grids.{args.method}.from)")
+    table = select_points(pd.DataFrame([{"method": r["method"], "point": r["point"], "score": r["score"]}
+                                        for r in records]))
+    chosen = int(table.loc[table["selected"], "point"].iloc[0])
+    return next(r["settings"] for r in records if r["point"] == chosen)
+
+
+def _score_tuning_samples(p: dict, args, unet):
+    """The tuned model's images of the tuning prompt set, scored by the tuning metric."""
+    from diffpo.config import SampleConfig, build
+    from diffpo.evaluation import load_scorers, score_samples, decode_samples
+    from diffpo.models import load_pipeline, load_sampling_scheduler
+    from diffpo.sampling import generate
+    from diffpo.sources import read_prompts
+
+    cfg = build(SampleConfig, p["sample"])
+    pipe = load_pipeline(args.base)
+    pipe.unet = unet.eval()
+    prompts = read_prompts(p["prompt_sets"][p["tuning"]["prompt_set"]])
+    samples = generate(pipe, load_sampling_scheduler(args.base, cfg.scheduler), prompts, cfg, p["tuning"]["seed"])
+    metric = p["tuning"]["metric"]
+    scorers = {} if metric.startswith("gt_") else {metric: load_scorers({**p, "scorers": {**p["scorers"], "names": [metric]}},
+                                                                        args.scorers)[metric]}
+    return score_samples(samples, decode_samples(samples), scorers, p["scorers"]["batch_size"], _world(p))
+
+
+def cmd_tune_select(args):
+    p = _params(args, "tune_select")
+    import pandas as pd
+
+    from diffpo.files import atomic_write_text
+    from diffpo.tuning import select_points
+
+    records = [json.loads(Path(f).read_text()) for f in args.results]
+    table = select_points(pd.DataFrame([
+        {"method": r["method"], "point": r["point"], "score": r["score"], "low": r["low"], "high": r["high"],
+         "diverged": r["diverged"], **{f"setting.{k}": v for k, v in r["settings"].items()}} for r in records]))
+    atomic_write_text(args.csv, table.to_csv(index=False, float_format="%.6g"))
+    t = p["tuning"]
+    note = (f"Every tuned method: {t['budget']} grid points, training seed {t['seed']}, scored by the mean "
+            f"{t['metric']} on the prompt set `{t['prompt_set']}` (no table reports it), with a 95 % interval over "
+            "its prompts. Rule: the highest mean; a diverged run (empty score) is never chosen; a tie goes to the "
+            "earlier point. Rows that inherit a selection: "
+            + ", ".join(f"{row} ← {origin}" for row, origin in t["inherit"].items()) + ".")
+    view = table.assign(score=[("diverged" if d else f"{s:.4f} [{lo:.4f}, {hi:.4f}]")
+                               for s, lo, hi, d in zip(table["score"], table["low"], table["high"], table["diverged"])],
+                        selected=["✔" if x else "" for x in table["selected"]]).drop(columns=["low", "high", "diverged"])
+    atomic_write_text(args.md, f"# Tuning: every grid point and the selection\n\n{note}\n\n"
+                               f"{view.to_markdown(index=False)}\n")
+    print(Path(args.md).read_text())
 
 
 def _generators(cfg, p: dict, args):
@@ -218,7 +322,7 @@ def cmd_sample(args):
 
     pipe = load_pipeline(args.base, unet_source=args.unet)
     prompts = read_prompts(p["prompt_sets"][args.prompt_set])
-    samples = generate(pipe, load_sampling_scheduler(args.base, cfg.scheduler), prompts, cfg)
+    samples = generate(pipe, load_sampling_scheduler(args.base, cfg.scheduler), prompts, cfg, args.seed)
     write_parquet(samples, Path(args.out))
     print(f"{len(samples)} images for {len(prompts)} prompts of {args.prompt_set}")
 
@@ -282,6 +386,7 @@ def cmd_evaluate(args):
     write_parquet(scores, Path(args.out))
     # Diversity between a prompt's images (SEE-DPO); needs several images per prompt.
     diversity = diversity_table(images, samples["prompt_id"].to_numpy())
+    diversity.insert(0, "seed", int(samples["seed"].iloc[0]))  # one training seed per sample file
     if _world(p) is not None:  # what the world knows: variety of the attributes a prompt leaves free
         from diffpo.world.ground_truth import semantic_diversity
 
@@ -350,23 +455,31 @@ def cmd_table(args):
     from diffpo.artifacts import score_table, write_table
     from diffpo.files import atomic_write_text
 
-    rows = [name for name, _ in args.scores]
+    rows = list(dict.fromkeys(name for name, _ in args.scores))
     p = _params(args, "table", table=args.table, rows=rows)
-    files = dict(args.scores)
-    diversity = dict(args.diversity) if args.diversity else None
+    files = _grouped(args.scores)
+    diversity = _grouped(args.diversity) if args.diversity else None
     labels = {"base": "Base model", **{m: p["methods"][m]["label"] for m in rows if m != "base"}}
     table = score_table(files, labels, args.table, diversity_files=diversity)
     title, paper = TABLES[args.table]
     note = (
-        "Ours: mean ± standard error over prompts (a prompt's images averaged first); Δ is paired with the base "
-        "model on the same prompts and seeds. In the tiny profile, GT columns are the world's hidden raters and "
+        "Δ is paired with the base model on the same training seeds, prompts and evaluation noise. In the tiny profile, GT columns are the world's hidden raters and "
         "the learned-scorer columns are stand-ins of the same families trained in the pipeline, so their scale "
         f"is not the paper's. {paper}; an empty paper cell means the paper reports no number for that row. Scorers:"
     )
     write_table(table, Path(args.csv), Path(args.md), title, note)
-    summary = {r["method"]: {k: r[k] for k in r if k.endswith(("_mean", "_se", "_delta"))} for r in table.to_dict("records")}
+    summary = {r["method"]: {k: r[k] for k in r if k.endswith(("_mean", "_low", "_high", "_delta"))}
+               for r in table.to_dict("records")}
     atomic_write_text(args.json, json.dumps(summary, indent=2) + "\n")
     print(Path(args.md).read_text())
+
+
+def _grouped(named_paths) -> dict[str, list[Path]]:
+    """METHOD=PATH arguments, one per training seed, grouped by method (in order)."""
+    out: dict[str, list[Path]] = {}
+    for name, path in named_paths:
+        out.setdefault(name, []).append(path)
+    return out
 
 
 def cmd_figures(args):

@@ -76,14 +76,31 @@ def build_parser(command: Callable[[str], Callable], tables: list[str]) -> argpa
     train = add("train", "train one method of the registry (params.yaml methods:)",
                 ("--method", "the method: a name under methods: in params.yaml"), base,
                 ("--cache", "the encoded pairs (results/cache)"), work,
-                ("--out", "the trained UNet folder to write (results/models/METHOD/unet)"),
-                ("--metrics", "the per-step metrics to write (results/models/METHOD/metrics.csv)"))
-    train.add_argument("--scorers", default="results/scorers",
-                       help="folder of the tiny profile's trained scorers, judges of the rollouts (default: %(default)s)")
+                ("--out", "the trained UNet folder to write (results/models/METHOD/seedSEED/unet)"),
+                ("--metrics", "the per-step metrics to write (results/models/METHOD/seedSEED/metrics.csv)"))
+    train.add_argument("--seed", type=int, required=True,
+                       help="the training seed (one of params.yaml seeds): data order, noise, timesteps, LoRA init")
+    judges = "folder of the tiny profile's trained scorers, judges of the rollouts (default: %(default)s)"
+    train.add_argument("--scorers", default="results/scorers", help=judges)
+    tune = add("tune", "train one grid point of a method's tuning grid (one seed) and score it on the tuning prompts",
+               ("--method", "the tuned method: a name under tuning.grids in params.yaml"), base,
+               ("--cache", "the encoded pairs (results/cache)"), work,
+               ("--out", "the grid point's result to write (results/tuning/METHOD/POINT.json)"))
+    tune.add_argument("--point", type=int, required=True, help="the grid point: its index in the grid's product")
+    tune.add_argument("--scorers", default="results/scorers", help=judges)
+    tune.add_argument("--origin-results", nargs="*", default=[], metavar="JSON",
+                      help="the grid results of the method named by the grid's `from:` (its selection is the start)")
+    select = add("tune-select", "select each tuned method's grid point by the declared rule",
+                 ("--csv", "every grid point's score and the selection (results/tuning/selection.csv)"),
+                 ("--md", "the same as Markdown (results/tuning/selection.md)"))
+    select.add_argument("--results", nargs="+", required=True, metavar="JSON", help="every grid point's result (from tune)")
     sample = add("sample", "generate images for a prompt set (PNG bytes in a parquet file)", base,
                  ("--prompt-set", "the prompt set: a name under prompt_sets: in params.yaml"),
                  ("--out", "the samples to write (results/samples/MODEL/PROMPT_SET.parquet)"))
-    sample.add_argument("--unet", help="a trained UNet folder replacing the base's (results/models/METHOD/unet)")
+    sample.add_argument("--unet", help="a trained UNet folder replacing the base's (results/models/METHOD/seedSEED/unet)")
+    sample.add_argument("--seed", type=int, default=0,
+                        help="the training seed of the model: the evaluation noise is drawn for it and each prompt, "
+                             "so every model of one seed (the base too) sees the same noise (default: %(default)s)")
     scorer = add("train-scorer", "train a tiny stand-in of a learned reward model on the world's raters",
                  text_encoder, ("--out", "the folder to write (results/scorers/SCORER)"))
     scorer.add_argument("--scorer", required=True, choices=STAND_INS, help="the reward model to stand in for")
@@ -108,9 +125,10 @@ def build_parser(command: Callable[[str], Callable], tables: list[str]) -> argpa
                 ("--json", "the summary metrics to write (results/metrics/TABLE.json)"))
     table.add_argument("--table", required=True, choices=tables, help="which table")
     table.add_argument("--scores", nargs="+", required=True, type=named_path, metavar="METHOD=PATH",
-                       help="each row's per-image scores (from evaluate); METHOD base is the base model")
+                       help="each row's per-image scores (from evaluate), one METHOD=PATH per training seed; "
+                            "METHOD base is the base model")
     table.add_argument("--diversity", nargs="+", type=named_path, metavar="METHOD=PATH",
-                       help="each row's per-prompt diversity (from evaluate; the SEE-DPO table)")
+                       help="each row's per-prompt diversity (from evaluate; the SEE-DPO table), one per seed")
     figures = add("figures", "plot every method's training curves",
                   ("--out", "the figure to write, without suffix: .png and .pdf (results/figures/training_curves)"))
     figures.add_argument("--metrics", nargs="+", required=True, type=named_path, metavar="METHOD=PATH",

@@ -195,8 +195,13 @@ def resolve_params(raw: dict, schema: dict, profile: str | None = None, source: 
         resolved[p] = resolve_profile(raw, p, source=source)
         resolved[p]["profile"] = p
         validate(resolved[p], schema, p, source)
+    from diffpo.experiments import check_experiments
+    from diffpo.tuning import check_tuning
+
     for p in PROFILES:
         check_methods(resolved[p], p, source)
+        check_tuning(resolved[p], source)
+        check_experiments(resolved[p], source)
     return resolved[active]
 
 
@@ -216,12 +221,13 @@ def select(params: dict, keys: list[str]) -> dict:
     return out
 
 
-def method_settings(params: dict, method: str) -> dict:
-    """A method's training settings: ``train`` defaults overridden by ``methods.<name>``."""
+def method_settings(params: dict, method: str, overrides: dict | None = None) -> dict:
+    """A method's training settings: ``train`` defaults overridden by ``methods.<name>``, then
+    by ``overrides`` (a tuning grid point, an experiment's variant)."""
     methods = params["methods"]
     if method not in methods:
         raise ParamsError(f"unknown method {method!r}; params.yaml defines: {', '.join(sorted(methods))}")
-    return {**params["train"], **methods[method]}
+    return {**params["train"], **methods[method], **(overrides or {})}
 
 
 def method_judges(params: dict, method: str) -> list[str]:

@@ -15,20 +15,28 @@ from diffpo.config import SampleConfig
 from diffpo.models import Pipeline, decode_latents, encode_prompts
 
 
-def initial_noise(n_prompts: int, cfg: SampleConfig, shape: tuple[int, ...]) -> torch.Tensor:
+def initial_noise(n_prompts: int, cfg: SampleConfig, shape: tuple[int, ...], replicate: int = 0) -> torch.Tensor:
     """Starting latents, drawn on the CPU in float32 so every device starts from the same noise.
 
-    ``per_prompt`` (Diffusion-DPO's evaluation): the generator is reset to ``seed`` for each
-    prompt, so every model and prompt set sees the same noise for image j of a prompt.
-    ``global`` (SePPO's released script): one generator seeded once for the whole run.
+    ``replicate`` is the training seed of the model sampled: each seed gets its own noise, and
+    every model of that seed (the base included) the same, so differences stay paired.
+    ``per_prompt`` (Diffusion-DPO's evaluation seeds per prompt): prompt i's images come from a
+    generator seeded by (seed, replicate, i), distinct per prompt and seed and independent of
+    the batch size. ``global`` (SePPO's released script): one generator seeded once by
+    (seed, replicate) for the whole run.
     """
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(noise_seed(cfg.seed, replicate))
     noise = []
-    for _ in range(n_prompts):
+    for prompt in range(n_prompts):
         if cfg.seed_policy == "per_prompt":
-            generator.manual_seed(cfg.seed)
+            generator.manual_seed(noise_seed(cfg.seed, replicate, prompt))
         noise.append(torch.randn((cfg.images_per_prompt, *shape), generator=generator))
     return torch.cat(noise)
+
+
+def noise_seed(*parts: int) -> int:
+    """A 63-bit generator seed from integers (numpy's SeedSequence: no two tuples collide in practice)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
 def guided_eps(unet, latents: torch.Tensor, t, prompt_embeds: torch.Tensor, uncond_embeds: torch.Tensor,
@@ -112,11 +120,12 @@ def predicted_x0(scheduler, eps: torch.Tensor, t: torch.Tensor, x_t: torch.Tenso
     return (x_t - (1 - a_t) ** 0.5 * eps) / a_t**0.5
 
 
-def generate(pipe: Pipeline, scheduler, prompts: list[str], cfg: SampleConfig) -> pd.DataFrame:
-    """``images_per_prompt`` images for every prompt, as a table with PNG bytes."""
+def generate(pipe: Pipeline, scheduler, prompts: list[str], cfg: SampleConfig, replicate: int = 0) -> pd.DataFrame:
+    """``images_per_prompt`` images for every prompt, as a table with PNG bytes; ``replicate``:
+    the training seed of the model, recorded in a ``seed`` column (see ``initial_noise``)."""
     size = cfg.resolution // pipe.vae_scale_factor if cfg.resolution else pipe.unet.config.sample_size
     shape = (pipe.unet.config.in_channels, size, size)
-    noise = initial_noise(len(prompts), cfg, shape)
+    noise = initial_noise(len(prompts), cfg, shape, replicate)
     embeds = encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts)
     uncond = encode_prompts(pipe.tokenizer, pipe.text_encoder, [""])
     prompt_of = np.repeat(np.arange(len(prompts)), cfg.images_per_prompt)
@@ -128,6 +137,7 @@ def generate(pipe: Pipeline, scheduler, prompts: list[str], cfg: SampleConfig) -
             k = start + j
             rows.append(
                 {
+                    "seed": replicate,
                     "prompt_id": int(prompt_of[k]),
                     "caption": prompts[prompt_of[k]],
                     "image_index": int(k % cfg.images_per_prompt),

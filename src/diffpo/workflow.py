@@ -46,9 +46,31 @@ STAGE_PARAMS: dict[str, Callable[..., list[str]]] = {
                             "data.source", "corpus.source", "corpus.split"],
     "scorer_accuracy": lambda: ["data.source", "world.alignment_weight", "world.aesthetic_weight", "scorers.names",
                                 "scorers.batch_size", "scorers.sources", "scorers.accuracy_split"],
+    # a grid point reads its method's settings except those its grid decides (tune_keys): applying
+    # the selection to params.yaml leaves the sweep current
+    "tune": lambda keys: keys,
+    "tune_select": lambda: ["tuning"],
     "table": lambda table, rows: [f"tables.{table}"] + [f"methods.{m}.label" for m in rows if m != "base"],
     "figures": lambda methods: [f"methods.{m}.label" for m in methods],
 }
+
+
+def tune_keys(params: dict, method: str) -> list[str]:
+    """The keys a tuning grid point of ``method`` reads: its settings but those the grid
+    decides, the tuning protocol, the sampling and the scoring of the tuning prompt set."""
+    from diffpo.config import method_judges
+    from diffpo.tuning import grid_keys
+
+    decided = set(grid_keys(params, method))
+    tuning = params["tuning"]
+    metric = tuning["metric"]
+    keys = [f"train.{k}" for k in params["train"] if k not in decided]
+    keys += [f"methods.{method}.{k}" for k in params["methods"][method] if k not in decided]
+    keys += [f"scorers.sources.{j}" for j in method_judges(params, method)]
+    keys += ["tuning.prompt_set", "tuning.seed", "tuning.metric", f"tuning.grids.{method}", "sample",
+             f"prompt_sets.{tuning['prompt_set']}", "world.alignment_weight", "world.aesthetic_weight",
+             "scorers.batch_size"]
+    return keys + ([] if metric.startswith("gt_") else [f"scorers.sources.{metric}"])
 
 
 def stage_keys(stage: str, **wildcards) -> list[str]:

@@ -8,7 +8,8 @@ ROOT = Path(workflow.basedir).parent  # the project root: workflow/Snakefile's p
 sys.path.insert(0, str(ROOT / "src"))
 
 from diffpo.config import load_params, method_judges, select
-from diffpo.workflow import code_files, stage_keys
+from diffpo.tuning import grid_points
+from diffpo.workflow import code_files, stage_keys, tune_keys
 
 config.update(load_params(ROOT / "params.yaml"))
 TINY = config["profile"] == "tiny"
@@ -20,6 +21,7 @@ PROMPT_SET = config["sample"]["prompt_set"]
 PROMPT_SETS = list(config["prompt_sets"])
 SCORERS = config["scorers"]["names"]
 TABLES = list(config["tables"])
+SEEDS = config["seeds"]  # every trained row runs once per training seed; the base is sampled per seed
 # The command the onsuccess handler runs. Rules spell it out in their shell: instead (a shell
 # command reading a global variable is a lint: Snakemake cannot track it).
 CLI = "python -m diffpo"
@@ -70,8 +72,8 @@ def training_cache(method):
     return "results/cache_corpus" if corpus else "results/cache"
 
 
-def unet_of(model):
-    return [] if model == "base" else [f"results/models/{model}/unet"]
+def unet_of(model, seed):
+    return [] if model == "base" else [f"results/models/{model}/seed{seed}/unet"]
 
 
 def table_rows(table):
@@ -88,9 +90,16 @@ def judges(method):
     return [f"results/scorers/{j}" for j in method_judges(config, method)] if TINY else []
 
 
-def scores(model):
-    return f"results/scores/{model}/{PROMPT_SET}.parquet"
+def scores(model, seed, prompt_set=PROMPT_SET):
+    return f"results/scores/{model}/seed{seed}/{prompt_set}.parquet"
 
 
-def diversity(model):
-    return f"results/diversity/{model}/{PROMPT_SET}.parquet"
+def diversity(model, seed, prompt_set=PROMPT_SET):
+    return f"results/diversity/{model}/seed{seed}/{prompt_set}.parquet"
+
+
+def per_seed(files, models, prompt_set=PROMPT_SET):
+    """``files(model, seed)`` for every model and training seed, as the table command's
+    METHOD=PATH arguments (one per seed) and as the rule's input list."""
+    pairs = [(m, files(m, s, prompt_set)) for m in models for s in SEEDS]
+    return [path for _, path in pairs], " ".join(f"{m}={path}" for m, path in pairs)

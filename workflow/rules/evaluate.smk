@@ -5,16 +5,17 @@ rule sample:
     input:
         code("sample"),
         base=base_input("results/base/pipeline"),
-        unet=lambda wc: unet_of(wc.model),
+        unet=lambda wc: unet_of(wc.model, wc.seed),
         prompts=[data_source()] if TINY else [],
     output:
-        "results/samples/{model}/{prompt_set}.parquet",
+        "results/samples/{model}/seed{seed}/{prompt_set}.parquet",
     log:
-        "logs/sample/{model}/{prompt_set}.log",
+        "logs/sample/{model}/seed{seed}/{prompt_set}.log",
     benchmark:
-        "benchmarks/sample/{model}/{prompt_set}.tsv"
+        "benchmarks/sample/{model}/seed{seed}/{prompt_set}.tsv"
     wildcard_constraints:
         model="|".join(MODELS),
+        seed=r"\d+",
         prompt_set="|".join(PROMPT_SETS),
     conda:
         "../envs/diffpo.yaml"
@@ -26,21 +27,21 @@ rule sample:
         base=base_path("base"),
         unet=lambda wc, input: f"--unet {input.unet}" if input.unet else "",
     shell:
-        "python -m diffpo sample --base {params.base} {params.unet} --prompt-set {wildcards.prompt_set} --out {output} --log {log}"
+        "python -m diffpo sample --base {params.base} {params.unet} --seed {wildcards.seed} --prompt-set {wildcards.prompt_set} --out {output} --log {log}"
 
 
 rule evaluate:
     input:
         code("evaluate"),
-        samples="results/samples/{model}/{prompt_set}.parquet",
+        samples="results/samples/{model}/seed{seed}/{prompt_set}.parquet",
         scorers=stand_ins(),
     output:
-        scores="results/scores/{model}/{prompt_set}.parquet",
-        diversity="results/diversity/{model}/{prompt_set}.parquet",
+        scores="results/scores/{model}/seed{seed}/{prompt_set}.parquet",
+        diversity="results/diversity/{model}/seed{seed}/{prompt_set}.parquet",
     log:
-        "logs/evaluate/{model}/{prompt_set}.log",
+        "logs/evaluate/{model}/seed{seed}/{prompt_set}.log",
     benchmark:
-        "benchmarks/evaluate/{model}/{prompt_set}.tsv"
+        "benchmarks/evaluate/{model}/seed{seed}/{prompt_set}.tsv"
     conda:
         "../envs/diffpo.yaml"
     resources:
@@ -57,14 +58,15 @@ rule evaluate:
 if TINY:
 
     # The world's facts that need the base model: the preference data's images against the
-    # base's samples of the same prompts (must be better), and the base's diversity.
+    # base's samples of the same prompts (must be better), and the base's diversity (its
+    # samples of the first training seed's evaluation noise).
     rule world_stats:
         input:
             code("world-stats"),
             source=data_source(),
             corpus=config["corpus"]["source"],
-            scores=scores("base"),
-            diversity=diversity("base"),
+            scores=scores("base", SEEDS[0]),
+            diversity=diversity("base", SEEDS[0]),
         output:
             "results/world_stats.json",
         log:

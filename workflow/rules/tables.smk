@@ -1,13 +1,13 @@
 # Tables of the papers, from per-image scores only: SePPO's Table 1 and Table 4, and the
 # SEE-DPO comparison (with diversity). Every table also shows the base model, the baseline
-# of its paired differences.
+# of its paired differences; every row is read for every training seed.
 
 
 rule table:
     input:
         code("table"),
-        scores=lambda wc: [scores(m) for m in table_rows(wc.table)],
-        diversity=lambda wc: [diversity(m) for m in table_rows(wc.table)] if wc.table == "see_dpo" else [],
+        scores=lambda wc: per_seed(scores, table_rows(wc.table))[0],
+        diversity=lambda wc: per_seed(diversity, table_rows(wc.table))[0] if wc.table == "see_dpo" else [],
     output:
         csv="results/{table}.csv",
         md="results/{table}.md",
@@ -21,11 +21,9 @@ rule table:
     params:
         param_keys=lambda wc: keys("table", table=wc.table, rows=table_rows(wc.table)),
         values=lambda wc: select(config, keys("table", table=wc.table, rows=table_rows(wc.table))),
-        scores=lambda wc: " ".join(f"{m}={scores(m)}" for m in table_rows(wc.table)),
+        scores=lambda wc: per_seed(scores, table_rows(wc.table))[1],
         diversity=lambda wc: (
-            ("--diversity " + " ".join(f"{m}={diversity(m)}" for m in table_rows(wc.table)))
-            if wc.table == "see_dpo"
-            else ""
+            ("--diversity " + per_seed(diversity, table_rows(wc.table))[1]) if wc.table == "see_dpo" else ""
         ),
     shell:
         "python -m diffpo table --table {wildcards.table} --scores {params.scores} {params.diversity}"
@@ -35,7 +33,7 @@ rule table:
 rule training_curves:
     input:
         code("figures"),
-        metrics=expand("results/models/{method}/metrics.csv", method=METHODS),
+        metrics=expand("results/models/{method}/seed{seed}/metrics.csv", method=METHODS, seed=SEEDS[0]),
     output:
         png="results/figures/training_curves.png",
         pdf="results/figures/training_curves.pdf",
@@ -46,6 +44,6 @@ rule training_curves:
     params:
         param_keys=keys("figures", methods=METHODS),
         values=lambda wc: select(config, keys("figures", methods=METHODS)),
-        metrics=" ".join(f"{m}=results/models/{m}/metrics.csv" for m in METHODS),
+        metrics=" ".join(f"{m}=results/models/{m}/seed{SEEDS[0]}/metrics.csv" for m in METHODS),
     shell:
         "python -m diffpo figures --metrics {params.metrics} --out results/figures/training_curves --log {log}"

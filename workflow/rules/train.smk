@@ -1,4 +1,5 @@
-# Preference training: one job per method of the registry (params.yaml `methods`).
+# Preference training: one job per method of the registry (params.yaml `methods`) and
+# training seed (params.yaml `seeds`).
 
 
 rule train:
@@ -8,14 +9,15 @@ rule train:
         cache=lambda wc: training_cache(wc.method),
         judges=lambda wc: judges(wc.method),
     output:
-        unet=directory("results/models/{method}/unet"),
-        metrics="results/models/{method}/metrics.csv",
+        unet=directory("results/models/{method}/seed{seed}/unet"),
+        metrics="results/models/{method}/seed{seed}/metrics.csv",
     log:
-        "logs/train/{method}.log",
+        "logs/train/{method}/seed{seed}.log",
     benchmark:
-        "benchmarks/train/{method}.tsv"
+        "benchmarks/train/{method}/seed{seed}.tsv"
     wildcard_constraints:
         method="|".join(METHODS),
+        seed=r"\d+",
     conda:
         "../envs/diffpo.yaml"
     resources:
@@ -24,11 +26,11 @@ rule train:
         param_keys=lambda wc: keys("train", method=wc.method, judges=method_judges(config, wc.method)),
         values=lambda wc: select(config, keys("train", method=wc.method, judges=method_judges(config, wc.method))),
         base=base_path("base"),
-        work="results/checkpoints/{method}",
+        work="results/checkpoints/{method}/seed{seed}",
         # Several GPUs: accelerate starts one process per GPU (the trainer is accelerate-based).
         launch=lambda wc, resources: (
             "python" if resources.gpu <= 1 else f"accelerate launch --num_processes {resources.gpu}"
         ),
     shell:
-        "{params.launch} -m diffpo train --scorers results/scorers --method {wildcards.method} --base {params.base} --cache {input.cache}"
+        "{params.launch} -m diffpo train --scorers results/scorers --method {wildcards.method} --seed {wildcards.seed} --base {params.base} --cache {input.cache}"
         " --work {params.work} --out {output.unet} --metrics {output.metrics} --log {log}"
