@@ -12,6 +12,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from diffpo.config import SampleConfig
+from diffpo.devices import model_dtype
 from diffpo.models import Pipeline, decode_latents, encode_prompts
 
 
@@ -38,7 +39,7 @@ def guided_eps(unet, latents: torch.Tensor, t, prompt_embeds: torch.Tensor, unco
     The same function drives sampling and the per-step log-probabilities of training, so a
     policy is trained under the guidance it is sampled with (FACTS.md section 2).
     """
-    dtype = unet.dtype
+    dtype = model_dtype(unet)  # not unet.dtype: a DDP-wrapped UNet has none
     context = torch.cat([uncond_embeds.expand_as(prompt_embeds), prompt_embeds]).to(latents.device, dtype)
     t = torch.cat([t, t]) if torch.is_tensor(t) and t.ndim else t
     eps_uncond, eps_text = unet(torch.cat([latents, latents]).to(dtype), t, context).sample.chunk(2)

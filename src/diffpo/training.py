@@ -28,14 +28,16 @@ from typing import Callable
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from diffusers.optimization import get_scheduler
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from diffpo import recipes
 from diffpo.config import TrainConfig
 from diffpo.data import EncodedPairs
+from diffpo.devices import configure_unet, make_optimizer
 from diffpo.errors import UserError
 from diffpo.files import atomic_dir, atomic_path, remove_stale_in
 from diffpo.objectives import (
@@ -184,15 +186,16 @@ def train(
     same UNet with its adapters disabled). ``generators`` is needed by methods that generate.
     """
     objective = OBJECTIVES[cfg.objective]
+    cfg = recipes.resolve(cfg, PartialState().num_processes)  # effective batch -> this run's accumulation
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps)
     generators = (generators or Generators()).to(accelerator.device)
     work_dir.mkdir(parents=True, exist_ok=True)
+    configure_unet(unet, cfg.gradient_checkpointing, cfg.attention)
     if cfg.lora_rank:
         add_lora(unet, cfg)
     reference = Reference(unet, objective.reference, cfg, accelerator.device)
     unet.train()
-    optimizer = torch.optim.AdamW([p for p in unet.parameters() if p.requires_grad], lr=cfg.learning_rate,
-                                  weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(unet.parameters(), cfg.optimizer, cfg.learning_rate, cfg.weight_decay)
     lr_scheduler = get_scheduler(
         cfg.lr_schedule,
         optimizer=optimizer,
