@@ -78,6 +78,7 @@ def ddim_step_with_logprob(
     eta: float = 1.0,
     x_prev: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One DDIM step (FACTS.md section 2, as D3PO / SPO / DDPO use it) and its log-probability.
 
@@ -99,9 +100,9 @@ def ddim_step_with_logprob(
     std = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)) ** 0.5
     x0_hat = (x_t - (1 - a_t) ** 0.5 * eps) / a_t**0.5
     mean = a_prev**0.5 * x0_hat + (1 - a_prev - std**2) ** 0.5 * eps
-    if x_prev is None:
-        noise = torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype).to(x_t.device)
-        x_prev = mean + std * noise
+    if x_prev is None:  # ``noise`` given: the step's noise, drawn by the caller (one generator per chain)
+        noise = torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype) if noise is None else noise
+        x_prev = mean + std * noise.to(x_t.device, x_t.dtype)
     log_prob = -((x_prev.detach() - mean) ** 2) / (2 * std**2) - torch.log(std) - 0.5 * math.log(2 * math.pi)
     return x_prev, log_prob.mean(dim=tuple(range(1, x_t.ndim)))
 
