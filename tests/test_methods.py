@@ -144,7 +144,9 @@ def test_see_with_gamma_zero_trains_exactly_like_the_base_method(cache, tmp_path
 def test_rollouts_of_d3po_share_their_initial_noise(cache, tmp_path):
     gens = generators(reward=Brightness())
     cfg = rollout_config("d3po")
-    source = training.RolloutSource(cfg, cache, type("A", (), {"process_index": 0})(), gens)
+    one_process = type("A", (), {"process_index": 0, "num_processes": 1, "device": torch.device("cpu"),
+                                 "gather": staticmethod(lambda t: t)})()
+    source = training.RolloutSource(cfg, cache, one_process, gens)
     source.begin_round(0, tiny_unet(), None)
     latents = source.data["traj"].latents
     assert torch.equal(latents[:4, 0], latents[4:, 0]) and not torch.equal(latents[:4, -1], latents[4:, -1])

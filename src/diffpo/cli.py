@@ -304,8 +304,9 @@ def _generators(cfg, p: dict, args):
             judges.append(Path(args.scorers) / "step_aware")
             generators.step_scorer = load_step_aware(judges[-1])
         else:
-            judges.append(p["scorers"]["sources"]["step_aware"]["source"])
-            generators.step_scorer = load_released_step_aware(judges[-1])
+            source = p["scorers"]["sources"]["step_aware"]  # local copies of its PickScore config and processor too
+            judges.append(json.dumps(source, sort_keys=True))
+            generators.step_scorer = load_released_step_aware(**source)
     return generators, judges
 
 

@@ -175,8 +175,30 @@ def check_methods(params: dict, profile: str, source: str = "params.yaml") -> No
         raise ParamsError(f"{source} is invalid (profile {profile}):\n" + "\n".join(problems))
 
 
+# Snakemake's `--config profile=...` reaches the jobs' own `python -m diffpo` through this variable.
+PROFILE_VARIABLE = "DIFFPO_PROFILE"
+
+
+def command_line_profile(overrides: dict, params_path: str | Path = "params.yaml") -> str | None:
+    """The profile asked for with Snakemake's ``--config`` (``overrides``: the config Snakemake
+    holds before params.yaml is read), or None. Any other key cannot be honoured (a value may
+    be per profile, and each job reads params.yaml itself): a one-line error, never ignored."""
+    others = sorted(k for k in overrides if k != "profile")
+    if others:
+        raise ParamsError(f"--config {', '.join(others)}: only `--config profile=tiny|paper` can be given on the command "
+                          f"line; set other values in {params_path} (or `dvc exp run -S KEY=VALUE`)")
+    profile = overrides.get("profile")
+    if profile is not None and profile not in PROFILES:
+        raise ParamsError(f"--config profile={profile}: not one of {list(PROFILES)}")
+    return profile
+
+
 def load_params(path: str | Path = "params.yaml", profile: str | None = None) -> dict:
-    """Read, check both profiles, and return the settings of the active (or given) profile."""
+    """Read, check both profiles, and return the settings of the given profile, else of
+    ``$DIFFPO_PROFILE`` (set by Snakemake's ``--config profile=...``), else params.yaml's ``profile``."""
+    import os
+
+    profile = profile or os.environ.get(PROFILE_VARIABLE) or None
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path} not found: run from the project root or pass --params")
@@ -189,7 +211,8 @@ def load_params(path: str | Path = "params.yaml", profile: str | None = None) ->
 def resolve_params(raw: dict, schema: dict, profile: str | None = None, source: str = "params.yaml") -> dict:
     active = profile or raw.get("profile")
     if active not in PROFILES:
-        raise ParamsError(f"{source}: profile: {active!r} is not one of {list(PROFILES)}")
+        where = f"profile {active!r} (from {PROFILE_VARIABLE} or --config)" if profile else f"{source}: profile: {active!r}"
+        raise ParamsError(f"{where} is not one of {list(PROFILES)}")
     resolved = {}
     for p in PROFILES:
         resolved[p] = resolve_profile(raw, p, source=source)
@@ -275,7 +298,8 @@ class TrainConfig:
     reference: str = "initial"    # the reference checkpoint: initial | latest | uniform over the pool
     aaf: str = "sign"             # SePPO's anchor-based adaptive flipper: sign | indicator | off
     round_updates: int = 0
-    gradient_accumulation_steps: int = 1
+    gradient_accumulation_steps: int | None = 1  # None: derived from effective_batch (diffpo.recipes)
+    effective_batch: int | None = None  # examples per optimizer update over all processes
     lr_warmup_fraction: float = 0.0
     lr_schedule: str = "constant_with_warmup"
     weight_decay: float = 0.0
@@ -283,6 +307,9 @@ class TrainConfig:
     caption_dropout: float = 0.0
     checkpoint_every: int = 100
     mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    attention: str = "sdpa"       # sdpa (PyTorch's fused attention) | eager (diffpo.devices)
+    optimizer: str = "adamw"      # adamw | adamw_8bit (bitsandbytes, the `gpu` extra)
     seed: int = 0
     beta: float | None = None
     gamma: float = 0.0            # SEE-DPO's self-entropy weight; 0 is the base method
@@ -313,6 +340,11 @@ class TrainConfig:
         data = OBJECTIVE_DATA.get(self.objective)
         if data is None:
             raise ParamsError(f"{name}: unknown objective {self.objective!r}; known: {', '.join(OBJECTIVE_DATA)}")
+        if (self.effective_batch is None) == (self.gradient_accumulation_steps is None):
+            raise ParamsError(f"{name}: give either gradient_accumulation_steps or effective_batch (the other null), "
+                              f"not {'both' if self.effective_batch else 'neither'}")
+        if self.effective_batch is not None and self.effective_batch % self.batch_size:
+            raise ParamsError(f"{name}: effective_batch {self.effective_batch} is not a multiple of batch_size {self.batch_size}")
         if self.objective != "sft" and self.objective != "ddpo" and self.beta is None:
             raise ParamsError(f"{name}: objective {self.objective} needs beta")
         if data == "images" and self.images not in ("winners", "both", "random"):

@@ -20,15 +20,18 @@ GROUND_TRUTH = ("gt_preference", "gt_alignment", "gt_aesthetic")
 
 
 def load_scorers(params: dict, stand_in_dir: Path | None = None) -> dict:
-    """The configured scorers: stand-ins from ``stand_in_dir`` (tiny) or the real checkpoints (paper)."""
+    """The configured scorers, on this process's accelerator: stand-ins from ``stand_in_dir`` (tiny) or the
+    real checkpoints (paper)."""
+    from diffpo.devices import device
+
     names = params["scorers"]["names"]
     if params["profile"] == "tiny":
         from diffpo.reward_models import load_stand_in
 
-        return {name: load_stand_in(Path(stand_in_dir) / name) for name in names}
+        return {name: load_stand_in(Path(stand_in_dir) / name, device=device()) for name in names}
     from diffpo.scorers import build_scorer
 
-    return {name: build_scorer(name, **params["scorers"]["sources"].get(name, {})) for name in names}
+    return {name: build_scorer(name, device=device(), **params["scorers"]["sources"].get(name, {})) for name in names}
 
 
 def describe(scorers: dict) -> dict:

@@ -22,6 +22,7 @@ from diffusers import (
 )
 from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel, CLIPTokenizer, CLIPVisionConfig
 
+from diffpo.devices import device
 from diffpo.errors import UserError
 
 
@@ -47,9 +48,11 @@ def _load(cls, source: str | Path, subfolder: str, what: str, **kwargs):
     if local.exists() and not (local / subfolder).exists():
         raise _missing(what, source, subfolder, FileNotFoundError(f"{local / subfolder} does not exist"))
     try:
-        return cls.from_pretrained(source, subfolder=subfolder, **kwargs)
+        loaded = cls.from_pretrained(source, subfolder=subfolder, **kwargs)
     except (OSError, ValueError) as err:
         raise _missing(what, source, subfolder, err) from err
+    # Models go to this process's accelerator at once (a stage never assumes the CPU).
+    return loaded.to(device()) if isinstance(loaded, torch.nn.Module) else loaded
 
 
 def load_tokenizer(source: str | Path) -> CLIPTokenizer:

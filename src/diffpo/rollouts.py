@@ -45,8 +45,9 @@ class Trajectories:
 @torch.no_grad()
 def sample_trajectories(unet, scheduler, noise: torch.Tensor, embeds: torch.Tensor, uncond: torch.Tensor,
                         num_inference_steps: int, guidance_scale: float, eta: float,
-                        generator: torch.Generator, batch_size: int) -> Trajectories:
-    """Chains with eta > 0 from ``noise``; the step noise comes from ``generator`` (CPU)."""
+                        generator: torch.Generator | list[torch.Generator], batch_size: int) -> Trajectories:
+    """Chains with eta > 0 from ``noise``; the step noise comes from ``generator`` (CPU), or from
+    one generator per chain (a list): then a chain does not depend on the batch it ran in."""
     scheduler.set_timesteps(num_inference_steps)
     states, log_probs = [], []
     for start in range(0, len(noise), batch_size):
@@ -55,7 +56,11 @@ def sample_trajectories(unet, scheduler, noise: torch.Tensor, embeds: torch.Tens
         chain, lps = [x.cpu()], []
         for t in scheduler.timesteps:
             eps = guided_eps(unet, x, t, embeds[sel].to(unet.device), uncond.to(unet.device), guidance_scale)
-            x, lp = ddim_step_with_logprob(scheduler, eps, int(t), x, eta=eta, generator=generator)
+            step_noise = None
+            if isinstance(generator, list):
+                step_noise = torch.stack([torch.randn(x.shape[1:], generator=g) for g in generator[sel]])
+            x, lp = ddim_step_with_logprob(scheduler, eps, int(t), x, eta=eta, generator=None if step_noise is not None
+                                           else generator, noise=step_noise)
             chain.append(x.cpu())
             lps.append(lp.cpu())
         states.append(torch.stack(chain, dim=1))
@@ -150,3 +155,23 @@ def branch_trajectories(unet, scheduler, vae, step_scorer, noise: torch.Tensor, 
                 eps = cand_eps.reshape(b, k, *x.shape[1:])[torch.arange(b), pick.to(device)]
     cat = {name: (np.concatenate(v) if name == "prompts" else torch.cat(v)) for name, v in found.items()}
     return StepPairs(**cat, candidates_scored=scored)
+
+
+def chain_generators(seed: int, round_index: int, chains: range) -> list[torch.Generator]:
+    """One CPU generator per chain, seeded by the chain's position in the round's global set."""
+    return [torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 5, round_index, c]).generate_state(1)[0]))
+            for c in chains]
+
+
+def gather_chains(gather, tensor: torch.Tensor, copies: int, device) -> torch.Tensor:
+    """All processes' chains, in the round's global order.
+
+    Each process holds ``copies`` blocks of its own prompts (copy-major: chain = copy * P + j);
+    ``gather`` (accelerate's) concatenates processes, so (process, copy, j) is reordered to
+    (copy, process, j): the layout one process would have made for every prompt of the round.
+    """
+    gathered = gather(tensor.to(device).contiguous()).cpu()
+    per_process = tensor.shape[0]
+    n_proc = gathered.shape[0] // per_process
+    shape = gathered.shape[1:]
+    return gathered.reshape(n_proc, copies, per_process // copies, *shape).transpose(0, 1).reshape(-1, *shape)

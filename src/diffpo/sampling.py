@@ -12,6 +12,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from diffpo.config import SampleConfig
+from diffpo.devices import model_dtype
 from diffpo.models import Pipeline, decode_latents, encode_prompts
 
 
@@ -46,7 +47,7 @@ def guided_eps(unet, latents: torch.Tensor, t, prompt_embeds: torch.Tensor, unco
     The same function drives sampling and the per-step log-probabilities of training, so a
     policy is trained under the guidance it is sampled with (FACTS.md section 2).
     """
-    dtype = unet.dtype
+    dtype = model_dtype(unet)  # not unet.dtype: a DDP-wrapped UNet has none
     context = torch.cat([uncond_embeds.expand_as(prompt_embeds), prompt_embeds]).to(latents.device, dtype)
     t = torch.cat([t, t]) if torch.is_tensor(t) and t.ndim else t
     eps_uncond, eps_text = unet(torch.cat([latents, latents]).to(dtype), t, context).sample.chunk(2)
@@ -85,6 +86,7 @@ def ddim_step_with_logprob(
     eta: float = 1.0,
     x_prev: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One DDIM step (FACTS.md section 2, as D3PO / SPO / DDPO use it) and its log-probability.
 
@@ -106,9 +108,9 @@ def ddim_step_with_logprob(
     std = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)) ** 0.5
     x0_hat = (x_t - (1 - a_t) ** 0.5 * eps) / a_t**0.5
     mean = a_prev**0.5 * x0_hat + (1 - a_prev - std**2) ** 0.5 * eps
-    if x_prev is None:
-        noise = torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype).to(x_t.device)
-        x_prev = mean + std * noise
+    if x_prev is None:  # ``noise`` given: the step's noise, drawn by the caller (one generator per chain)
+        noise = torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype) if noise is None else noise
+        x_prev = mean + std * noise.to(x_t.device, x_t.dtype)
     log_prob = -((x_prev.detach() - mean) ** 2) / (2 * std**2) - torch.log(std) - 0.5 * math.log(2 * math.pi)
     return x_prev, log_prob.mean(dim=tuple(range(1, x_t.ndim)))
 

@@ -28,14 +28,16 @@ from typing import Callable
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from diffusers.optimization import get_scheduler
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from diffpo import recipes
 from diffpo.config import TrainConfig
 from diffpo.data import EncodedPairs
+from diffpo.devices import configure_unet, make_optimizer
 from diffpo.errors import UserError
 from diffpo.files import atomic_dir, atomic_path, remove_stale_in
 from diffpo.objectives import (
@@ -184,15 +186,16 @@ def train(
     same UNet with its adapters disabled). ``generators`` is needed by methods that generate.
     """
     objective = OBJECTIVES[cfg.objective]
+    cfg = recipes.resolve(cfg, PartialState().num_processes)  # effective batch -> this run's accumulation
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps)
     generators = (generators or Generators()).to(accelerator.device)
     work_dir.mkdir(parents=True, exist_ok=True)
+    configure_unet(unet, cfg.gradient_checkpointing, cfg.attention)
     if cfg.lora_rank:
         add_lora(unet, cfg)
     reference = Reference(unet, objective.reference, cfg, accelerator.device)
     unet.train()
-    optimizer = torch.optim.AdamW([p for p in unet.parameters() if p.requires_grad], lr=cfg.learning_rate,
-                                  weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(unet.parameters(), cfg.optimizer, cfg.learning_rate, cfg.weight_decay)
     lr_scheduler = get_scheduler(
         cfg.lr_schedule,
         optimizer=optimizer,
@@ -493,18 +496,26 @@ class RolloutSource:
             self.data = found
             self.round_metrics = {"step_pairs": float(len(found)), "score_gap_mean": float(found.gaps.mean())}
         else:
-            from diffpo.rollouts import sample_trajectories
+            from diffpo.rollouts import Trajectories, chain_generators, gather_chains, sample_trajectories
 
-            copies = 2 if cfg.objective == "d3po" else cfg.samples_per_prompt
-            noise = torch.randn((len(prompts), *shape), generator=generator)
+            # The round's rollouts are one global set (rollout_prompts per process), each chain seeded
+            # by its global position: every process trains on all of them, and P processes compute
+            # what one process with P times the prompts would (tests/test_distributed.py).
+            copies, n_proc, mine = (2 if cfg.objective == "d3po" else cfg.samples_per_prompt), acc.num_processes, cfg.rollout_prompts
+            every = self.cache.prompt_index[np.random.default_rng([cfg.seed, 4, index]).integers(0, len(self.cache), mine * n_proc)]
+            prompts = every[rank * mine:(rank + 1) * mine]
+            gens = chain_generators(cfg.seed, index, [c * mine * n_proc + rank * mine + j for c in range(copies) for j in range(mine)])
             if cfg.objective == "d3po":  # one initial noise for both chains: they part through eta > 0
-                noise = noise.repeat(2, 1, 1, 1)
+                noise = torch.stack([torch.randn(shape, generator=g) for g in gens[:mine]]).repeat(2, 1, 1, 1)
             else:
-                noise = torch.randn((len(prompts) * copies, *shape), generator=generator)
+                noise = torch.stack([torch.randn(shape, generator=g) for g in gens])
             chain_prompts = np.tile(prompts, copies)
             traj = sample_trajectories(policy, self.g.scheduler, noise, embeds_of(chain_prompts), self.uncond,
-                                       cfg.sampler_steps, cfg.guidance_scale, cfg.eta, generator, cfg.generation_batch_size)
+                                       cfg.sampler_steps, cfg.guidance_scale, cfg.eta, gens, cfg.generation_batch_size)
             rewards = torch.from_numpy(self._rewards(traj.latents[:, -1], chain_prompts)).float()
+            every_chain = lambda t: gather_chains(acc.gather, t, copies, acc.device)
+            traj = Trajectories(every_chain(traj.latents), every_chain(traj.log_probs), traj.timesteps)
+            prompts, chain_prompts, rewards = every, np.tile(every, copies), every_chain(rewards)
             self.data = {"traj": traj, "prompts": chain_prompts, "rewards": rewards}
             self.round_metrics = {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std())}
             if cfg.objective == "d3po":

@@ -101,9 +101,18 @@ HEADER = (
 )
 
 
-def snakemake_jobs(root: Path, targets: list[str]) -> list:
-    """Every job of the DAG that builds ``targets`` from scratch, in topological order."""
-    return _with_dag(root, targets, True, lambda workflow, jobs: jobs)
+def snakemake_jobs(root: Path, targets: list[str], config: dict | None = None) -> list:
+    """Every job of the DAG that builds ``targets`` from scratch, in topological order;
+    ``config``: Snakemake's ``--config`` (``{"profile": "paper"}`` lists the paper DAG)."""
+    return _with_dag(root, targets, True, lambda workflow, jobs: jobs, config)
+
+
+def job_counts(jobs) -> dict[str, int]:
+    """Jobs per rule, as Snakemake's dry run counts them."""
+    counts: dict[str, int] = {}
+    for job in jobs:
+        counts[job.rule.name] = counts.get(job.rule.name, 0) + 1
+    return counts
 
 
 def current_jobs(root: Path, targets: list[str]) -> list:
@@ -132,15 +141,23 @@ def _finished_by_snakemake(path: str, record) -> bool:
     return not record.incomplete and record.endtime is not None and abs(mtime - record.endtime) < 1e-6
 
 
-def _with_dag(root: Path, targets: list[str], forceall: bool, visit: Callable):
+def _with_dag(root: Path, targets: list[str], forceall: bool, visit: Callable, config: dict | None = None):
     """``visit(workflow, jobs)`` on the DAG of ``targets`` (topological order), built as
     ``snakemake --dry-run`` would (``forceall``: as if nothing existed yet)."""
     from snakemake.api import SnakemakeApi
-    from snakemake.settings.types import DAGSettings, OutputSettings, ResourceSettings, StorageSettings, WorkflowSettings
+    from snakemake.settings.types import (
+        ConfigSettings,
+        DAGSettings,
+        OutputSettings,
+        ResourceSettings,
+        StorageSettings,
+        WorkflowSettings,
+    )
 
-    with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
+    with _restored_environment(), SnakemakeApi(OutputSettings(quiet={"all"})) as api:
         workflow_api = api.workflow(
             resource_settings=ResourceSettings(cores=1),
+            config_settings=ConfigSettings(config=dict(config or {})),
             storage_settings=StorageSettings(),
             workflow_settings=WorkflowSettings(),
             snakefile=root / "workflow" / "Snakefile",
@@ -153,6 +170,24 @@ def _with_dag(root: Path, targets: list[str], forceall: bool, visit: Callable):
         workflow._build_dag()
         dag = workflow.dag
         return visit(workflow, list(dag.toposorted_jobs()) if hasattr(dag, "toposorted_jobs") else _toposort(dag))
+
+
+@contextlib.contextmanager
+def _restored_environment():
+    """common.smk exports the profile to the jobs it starts (DIFFPO_PROFILE); building a DAG
+    in this process must not leave it set for what runs next."""
+    import os
+
+    from diffpo.config import PROFILE_VARIABLE
+
+    saved = os.environ.get(PROFILE_VARIABLE)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(PROFILE_VARIABLE, None)
+        else:
+            os.environ[PROFILE_VARIABLE] = saved
 
 
 def _toposort(dag) -> list:

@@ -1,17 +1,24 @@
 # Validate params.yaml (both profiles, against workflow/schemas/params.schema.yaml) before
 # any rule is read, and hold the helpers that turn settings into target paths.
 # params.yaml is read by diffpo's own loader rather than `configfile:` + `validate`, because
-# values may be written per profile ({tiny: .., paper: ..}); edit params.yaml, not --config.
+# values may be written per profile ({tiny: .., paper: ..}). The one command-line setting is the
+# profile (`--config profile=paper`); any other --config key is an error (edit params.yaml).
+import os
 import sys
 
 ROOT = Path(workflow.basedir).parent  # the project root: workflow/Snakefile's parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from diffpo.config import load_params, method_judges, select
+from diffpo.config import PROFILE_VARIABLE, command_line_profile, load_params, method_judges, select
 from diffpo.tuning import grid_points
 from diffpo.workflow import code_files, stage_keys, tune_keys
 
-config.update(load_params(ROOT / "params.yaml"))
+# `--config profile=paper` picks the profile; the jobs' own `python -m diffpo` read it from
+# DIFFPO_PROFILE (diffpo.config.load_params), exported here to every job Snakemake starts.
+PROFILE = command_line_profile(config, ROOT / "params.yaml")
+config.clear()
+config.update(load_params(ROOT / "params.yaml", profile=PROFILE))
+os.environ[PROFILE_VARIABLE] = config["profile"]
 TINY = config["profile"] == "tiny"
 # A method trained on the pre-training corpus (the plateau control) exists where the
 # pipeline has that corpus: the tiny world's (SD-1.5's LAION is not part of the paper profile).
