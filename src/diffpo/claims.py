@@ -207,6 +207,24 @@ def _run(params: dict, ref) -> str:
     return runs[0][2].name
 
 
+def load_claims(path: Path) -> list[dict]:
+    """The claims of ``path``; each needs an id, a paper and a text, and ids are unique."""
+    from diffpo.config import read_yaml
+
+    document = read_yaml(Path(path)) if Path(path).is_file() else None
+    if not isinstance(document, dict) or not isinstance(document.get("claims"), list):
+        raise ClaimsError(f"{path}: expected a mapping with a list `claims`")
+    seen = set()
+    for i, claim in enumerate(document["claims"]):
+        missing = [k for k in ("id", "paper", "text") if k not in claim]
+        if missing:
+            raise ClaimsError(f"{path}: claims[{i}] lacks {missing}")
+        if claim["id"] in seen:
+            raise ClaimsError(f"{path}: claim id {claim['id']!r} given twice")
+        seen.add(claim["id"])
+    return document["claims"]
+
+
 def comparisons(claim: dict, params: dict) -> list[Comparison]:
     """A claim's comparisons, lists in a, b, metric and prompt_set expanded into their product."""
     out = []

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -56,6 +57,8 @@ def _params(args, stage: str, **wildcards) -> dict:
     params = load_params(args.params)
     if stage == "train":
         wildcards["judges"] = method_judges(params, wildcards["method"])
+    if stage == "curve":
+        wildcards["prompt_set"] = params["sample"]["prompt_set"]
     if stage == "tune":
         from diffpo.workflow import tune_keys
 
@@ -146,21 +149,32 @@ def cmd_pretrain_unet(args):
 
 
 def cmd_train(args):
-    p = _params(args, "train", method=args.method)
+    from diffpo.config import load_params
+    from diffpo.experiments import resolve_run
+
+    run = resolve_run(load_params(args.params), args.method)
+    p = _params(args, "train", method=run.method, experiment=run.experiment)
     _set_torch_threads()
     from accelerate import PartialState
 
-    from diffpo.files import atomic_path
-    from diffpo.training import save_unet
+    from diffpo.files import atomic_dir, atomic_path
+    from diffpo.training import save_unet, snapshot_steps
 
-    unet, metrics = _train_run(p, args.method, args.seed, {}, args, "train")
+    unet, metrics = _train_run(p, run.method, args.seed, run.overrides, args, "train", args.keep_snapshots)
     if PartialState().is_main_process:  # one writer under `accelerate launch`
         save_unet(unet, Path(args.out))
         with atomic_path(args.metrics) as tmp:
             tmp.write_bytes(Path(metrics).read_bytes())
+        if args.snapshots:
+            kept = snapshot_steps(Path(args.work) / "snapshots") if args.keep_snapshots else {}
+            with atomic_dir(Path(args.snapshots)) as tmp:
+                for step, path in kept.items():
+                    shutil.copyfile(path, tmp / path.name)
+                (tmp / "manifest.json").write_text(json.dumps({"run": args.method, "seed": args.seed,
+                                                               "steps": sorted(kept)}, indent=2) + "\n")
 
 
-def _train_run(p: dict, method: str, seed: int, overrides: dict, args, command: str):
+def _train_run(p: dict, method: str, seed: int, overrides: dict, args, command: str, snapshots: bool = False):
     """Train ``method`` with training seed ``seed`` (and ``overrides`` of its settings) from
     ``args.base`` on ``args.cache``, resuming a checkpoint in ``args.work`` made by the same
     code, settings, weights and data; returns the UNet and its metrics file."""
@@ -176,8 +190,10 @@ def _train_run(p: dict, method: str, seed: int, overrides: dict, args, command: 
     base_unet = Path(args.base) / "unet"
     init = content_digest(base_unet) if base_unet.exists() else args.base
     init += "".join(content_digest(j) if Path(j).is_dir() else str(j) for j in judges)  # a retrained judge: no resume
+    init += "+snapshots" if snapshots else ""  # a run asked for snapshots never resumes one that kept none
     fingerprint = run_fingerprint(cfg, init, Path(args.cache), command)
-    return train(cfg, cache, unet, load_noise_scheduler(args.base), Path(args.work), fingerprint, generators)
+    return train(cfg, cache, unet, load_noise_scheduler(args.base), Path(args.work), fingerprint, generators,
+                 snapshots=snapshots)
 
 
 def cmd_tune(args):
@@ -328,6 +344,44 @@ def cmd_sample(args):
     print(f"{len(samples)} images for {len(prompts)} prompts of {args.prompt_set}")
 
 
+def cmd_curve(args):
+    p = _params(args, "curve")
+    _set_torch_threads()
+    import pandas as pd
+    from safetensors.torch import load_file
+
+    from diffpo.config import SampleConfig, build
+    from diffpo.evaluation import decode_samples, describe, load_scorers, score_samples
+    from diffpo.files import write_parquet
+    from diffpo.models import load_pipeline, load_sampling_scheduler
+    from diffpo.sampling import generate
+    from diffpo.sources import read_prompts
+    from diffpo.training import snapshot_steps
+
+    curves = p["experiments"]["curves"]
+    cfg = build(SampleConfig, {**p["sample"], "images_per_prompt": curves["images_per_prompt"]})
+    prompts = read_prompts(p["prompt_sets"][p["sample"]["prompt_set"]])[: curves["prompts"]]
+    pipe = load_pipeline(args.base)
+    scheduler = load_sampling_scheduler(args.base, cfg.scheduler)
+    scorers = load_scorers(p, args.stand_ins)
+    initial = {k: v.clone() for k, v in pipe.unet.state_dict().items()}  # step 0: the base model
+    snapshots = snapshot_steps(Path(args.snapshots))
+    if not snapshots:
+        raise UserError(f"{args.snapshots} holds no snapshots: train the run with --keep-snapshots "
+                        "(add it to experiments.curves in params.yaml)")
+    frames = []
+    for step, path in [(0, None), *snapshots.items()]:
+        pipe.unet.load_state_dict(initial if path is None else load_file(path))
+        samples = generate(pipe, scheduler, prompts, cfg, args.seed)
+        scores = score_samples(samples, decode_samples(samples), scorers, p["scorers"]["batch_size"], _world(p))
+        frames.append(scores.assign(step=step))
+        print(f"step {step}: " + ", ".join(f"{c} {scores[c].mean():.4f}" for c in scores.columns
+                                          if c not in ("seed", "prompt_id", "caption", "image_index")))
+    curve = pd.concat(frames, ignore_index=True)
+    curve.attrs["scorers"] = describe(scorers)
+    write_parquet(curve, Path(args.out))
+
+
 def _world(p: dict) -> dict | None:
     """The world's rater weights: ground truth exists in the tiny profile only."""
     return p["world"] if p["profile"] == "tiny" else None
@@ -472,6 +526,18 @@ def cmd_table(args):
     summary = {r["method"]: {k: r[k] for k in r if k.endswith(("_mean", "_low", "_high", "_delta"))}
                for r in table.to_dict("records")}
     atomic_write_text(args.json, json.dumps(summary, indent=2) + "\n")
+    print(Path(args.md).read_text())
+
+
+def cmd_claims(args):
+    p = _params(args, "claims")
+    from diffpo.claims import ResultFiles, claims_markdown, evaluate_claims, load_claims
+    from diffpo.files import atomic_write_text
+
+    files = ResultFiles(Path(args.results), p["seeds"], p["sample"]["prompt_set"])
+    table = evaluate_claims(load_claims(Path(args.claims)), p, files)
+    atomic_write_text(args.csv, table.to_csv(index=False, float_format="%.6g"))
+    atomic_write_text(args.md, claims_markdown(table, p["seeds"], p["sample"]["prompt_set"]))
     print(Path(args.md).read_text())
 
 

@@ -15,6 +15,8 @@ DESCRIPTION = ("One subcommand per workflow stage; Snakemake runs them (README.m
                "Each reads only its stage's keys of params.yaml and writes its outputs whole or not at all.")
 # reward_models.NAMES (a test keeps them equal), repeated here because reward_models imports torch
 STAND_INS = ("pickscore", "hpsv2", "imagereward", "aesthetic")
+# What dvc.yaml declares: the default target (every artifact) and the tuning sweep, its own target.
+DVC_TARGETS = ["all", "results/tuning/selection.csv"]
 
 
 def named_path(text: str) -> tuple[str, Path]:
@@ -73,13 +75,19 @@ def build_parser(command: Callable[[str], Callable], tables: list[str]) -> argpa
         ("--cache", "the encoded corpus (results/cache_corpus)"), text_encoder, vae, work,
         ("--out", "the pipeline folder to write (results/base/pipeline)"),
         ("--metrics", "the per-step metrics to write (results/base/metrics.csv)"))
-    train = add("train", "train one method of the registry (params.yaml methods:)",
-                ("--method", "the method: a name under methods: in params.yaml"), base,
+    train = add("train", "train one method of the registry (params.yaml methods:) or an experiment's variant run",
+                ("--method", "the run: a name under methods: in params.yaml, or a variant METHOD__SETTINGVALUE "
+                             "an experiment declares (params.yaml experiments:)"), base,
                 ("--cache", "the encoded pairs (results/cache)"), work,
                 ("--out", "the trained UNet folder to write (results/models/METHOD/seedSEED/unet)"),
                 ("--metrics", "the per-step metrics to write (results/models/METHOD/seedSEED/metrics.csv)"))
     train.add_argument("--seed", type=int, required=True,
                        help="the training seed (one of params.yaml seeds): data order, noise, timesteps, LoRA init")
+    train.add_argument("--snapshots", help="a folder to write the run's snapshots to (results/models/RUN/seedSEED/"
+                                           "snapshots): the weights at every checkpoint with --keep-snapshots, and "
+                                           "manifest.json listing their steps")
+    train.add_argument("--keep-snapshots", action="store_true",
+                       help="keep the policy at every checkpoint, for scores along training (experiments.curves)")
     judges = "folder of the tiny profile's trained scorers, judges of the rollouts (default: %(default)s)"
     train.add_argument("--scorers", default="results/scorers", help=judges)
     tune = add("tune", "train one grid point of a method's tuning grid (one seed) and score it on the tuning prompts",
@@ -101,6 +109,11 @@ def build_parser(command: Callable[[str], Callable], tables: list[str]) -> argpa
     sample.add_argument("--seed", type=int, default=0,
                         help="the training seed of the model: the evaluation noise is drawn for it and each prompt, "
                              "so every model of one seed (the base too) sees the same noise (default: %(default)s)")
+    curve = add("curve", "sample and score a run's snapshots along training (and the base model as step 0)", base,
+                 ("--snapshots", "the run's snapshots (results/models/RUN/seedSEED/snapshots)"),
+                 ("--out", "the per-image scores by step to write (results/curves/RUN/seedSEED.parquet)"))
+    curve.add_argument("--seed", type=int, required=True, help="the run's training seed: its evaluation noise")
+    curve.add_argument("--stand-ins", help=stand_ins)
     scorer = add("train-scorer", "train a tiny stand-in of a learned reward model on the world's raters",
                  text_encoder, ("--out", "the folder to write (results/scorers/SCORER)"))
     scorer.add_argument("--scorer", required=True, choices=STAND_INS, help="the reward model to stand in for")
@@ -129,6 +142,11 @@ def build_parser(command: Callable[[str], Callable], tables: list[str]) -> argpa
                             "METHOD base is the base model")
     table.add_argument("--diversity", nargs="+", type=named_path, metavar="METHOD=PATH",
                        help="each row's per-prompt diversity (from evaluate; the SEE-DPO table), one per seed")
+    claims = add("claims", "evaluate the papers' claims (workflow/claims.yaml) on the results, by the declared rule",
+                 ("--csv", "every comparison's effect, interval and verdict (results/claims.csv)"),
+                 ("--md", "the report (results/claims.md)"))
+    claims.add_argument("--claims", default="workflow/claims.yaml", help="the claims (default: %(default)s)")
+    claims.add_argument("--results", default="results", help="the results folder read (default: %(default)s)")
     figures = add("figures", "plot every method's training curves",
                   ("--out", "the figure to write, without suffix: .png and .pdf (results/figures/training_curves)"))
     figures.add_argument("--metrics", nargs="+", required=True, type=named_path, metavar="METHOD=PATH",
@@ -139,13 +157,13 @@ def build_parser(command: Callable[[str], Callable], tables: list[str]) -> argpa
     bench.set_defaults(log=None)
     dvc = add("dvc-yaml", "print dvc.yaml generated from the Snakemake DAG", parents=(debug,))
     dvc.add_argument("--root", default=".", help="the project root (default: the current folder)")
-    dvc.add_argument("--targets", nargs="+", default=["all"], help="the Snakemake targets (default: all)")
+    dvc.add_argument("--targets", nargs="+", default=DVC_TARGETS, help="the Snakemake targets (default: %(default)s)")
     dvc.add_argument("--check", action="store_true", help="fail if the committed dvc.yaml differs")
     dvc.set_defaults(log=None)
     commit = add("dvc-commit", "record Snakemake's current outputs in dvc.lock (Snakemake runs it after a run)",
                  parents=(debug,))
     commit.add_argument("--root", default=".", help="the project root (default: the current folder)")
-    commit.add_argument("--targets", nargs="+", default=["all"], help="the Snakemake targets (default: all)")
+    commit.add_argument("--targets", nargs="+", default=DVC_TARGETS, help="the Snakemake targets (default: %(default)s)")
     commit.add_argument("--log", help="also write everything printed to this file")
     docs = add("render-docs", "render the README's and docs' result blocks from results/", parents=(debug,))
     docs.add_argument("--root", default=".", help="the project root (default: the current folder)")

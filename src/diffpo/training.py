@@ -179,11 +179,14 @@ def train(
     fingerprint: str,
     generators: Generators | None = None,
     keep_checkpoints: int = 2,
+    snapshots: bool = False,
 ) -> tuple[UNet2DConditionModel, Path]:
     """Train ``unet`` with ``cfg``'s method; return it (LoRA merged) and its per-step metrics CSV.
 
     ``unet`` is the starting policy; a reference is a frozen copy of it (or, with LoRA, the
     same UNet with its adapters disabled). ``generators`` is needed by methods that generate.
+    ``snapshots``: also keep the policy's weights (LoRA merged) at every checkpoint in
+    ``work_dir/snapshots/``, for scores along training (``snapshot_steps``).
     """
     objective = OBJECTIVES[cfg.objective]
     cfg = recipes.resolve(cfg, PartialState().num_processes)  # effective batch -> this run's accumulation
@@ -218,7 +221,7 @@ def train(
             _truncate_metrics(metrics_path, start)
         accelerator.print(f"resuming from {ckpt} (step {start} of {cfg.steps})")
     elif accelerator.is_main_process:
-        for stale in [*work_dir.glob("checkpoint-*"), work_dir / "pool"]:
+        for stale in [*work_dir.glob("checkpoint-*"), work_dir / "pool", work_dir / "snapshots"]:
             shutil.rmtree(stale, ignore_errors=True)  # another configuration's: never resume from them
         metrics_path.unlink(missing_ok=True)
     accelerator.wait_for_everyone()
@@ -272,6 +275,8 @@ def train(
                 accelerator.wait_for_everyone()
                 if accelerator.is_main_process:
                     _save_checkpoint(work_dir, step + 1, fingerprint, accelerator.unwrap_model(unet), optimizer, lr_scheduler, keep_checkpoints)
+                    if snapshots:
+                        _save_snapshot(work_dir, step + 1, accelerator.unwrap_model(unet), cfg)
             seconds["checkpoints"] += time.perf_counter() - tick
     accelerator.print(f"{cfg.label or cfg.objective}: {cfg.steps - start} steps; time "
                       + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
@@ -589,6 +594,19 @@ def _save_checkpoint(work_dir, step, fingerprint, unet, optimizer, lr_scheduler,
         (tmp / "state.json").write_text(json.dumps({"step": step, "fingerprint": fingerprint}))
     for old in sorted(work_dir.glob("checkpoint-*"))[:-keep]:
         shutil.rmtree(old)
+
+
+def _save_snapshot(work_dir: Path, step: int, unet: UNet2DConditionModel, cfg: TrainConfig) -> None:
+    """The policy at ``step`` as plain UNet weights (a LoRA run's adapters merged into a copy)."""
+    plain = merge_lora(copy.deepcopy(unet)) if cfg.lora_rank else unet
+    (work_dir / "snapshots").mkdir(exist_ok=True)
+    with atomic_path(work_dir / "snapshots" / f"step-{step:07d}.safetensors") as tmp:
+        save_file({k: v.detach().float().contiguous() for k, v in plain.state_dict().items()}, tmp)
+
+
+def snapshot_steps(folder: Path) -> dict[int, Path]:
+    """The snapshots in ``folder`` by step."""
+    return {int(p.stem.split("-")[1]): p for p in sorted(Path(folder).glob("step-*.safetensors"))}
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

@@ -34,7 +34,10 @@ STAGE_PARAMS: dict[str, Callable[..., list[str]]] = {
     "encode_corpus": lambda: ["corpus.source", "corpus.split", "data.resolution", "encode"],
     "pretrain_unet": lambda: ["pretrain.seed", "pretrain.unet", "pretrain.scheduler"],
     # judges: the scorers a method's rollouts are judged by (config.method_judges)
-    "train": lambda method, judges=(): ["train", f"methods.{method}"] + [f"scorers.sources.{j}" for j in judges],
+    # experiment: the experiment declaring a variant run (its varied setting)
+    "train": lambda method, judges=(), experiment=None: (["train", f"methods.{method}"]
+                                                          + [f"scorers.sources.{j}" for j in judges]
+                                                          + ([f"experiments.{experiment}"] if experiment else [])),
     "train_step_scorer": lambda: ["data.source", "data.split", "scorers.accuracy_split", "scorers.stand_ins.seed",
                                   "scorers.stand_ins.step_aware"],
     "sample": lambda prompt_set: ["sample", f"prompt_sets.{prompt_set}"],
@@ -50,6 +53,10 @@ STAGE_PARAMS: dict[str, Callable[..., list[str]]] = {
     # the selection to params.yaml leaves the sweep current
     "tune": lambda keys: keys,
     "tune_select": lambda: ["tuning"],
+    "curve": lambda prompt_set: ["sample", f"prompt_sets.{prompt_set}", "experiments.curves.prompts",
+                                 "experiments.curves.images_per_prompt", "world.alignment_weight",
+                                 "world.aesthetic_weight", "scorers.names", "scorers.batch_size", "scorers.sources"],
+    "claims": lambda: ["seeds", "sample.prompt_set", "experiments", "methods", "train"],
     "table": lambda table, rows: [f"tables.{table}"] + [f"methods.{m}.label" for m in rows if m != "base"],
     "figures": lambda methods: [f"methods.{m}.label" for m in methods],
 }

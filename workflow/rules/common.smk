@@ -10,6 +10,7 @@ ROOT = Path(workflow.basedir).parent  # the project root: workflow/Snakefile's p
 sys.path.insert(0, str(ROOT / "src"))
 
 from diffpo.config import PROFILE_VARIABLE, command_line_profile, load_params, method_judges, select
+from diffpo.experiments import all_runs, curve_runs, resolve_run
 from diffpo.tuning import grid_points
 from diffpo.workflow import code_files, stage_keys, tune_keys
 
@@ -23,7 +24,10 @@ TINY = config["profile"] == "tiny"
 # A method trained on the pre-training corpus (the plateau control) exists where the
 # pipeline has that corpus: the tiny world's (SD-1.5's LAION is not part of the paper profile).
 METHODS = [m for m, s in config["methods"].items() if TINY or s.get("dataset", "preferences") != "corpus"]
-MODELS = ["base"] + METHODS
+# Every trained run: the methods, then the experiments' variant runs (diffpo.experiments).
+RUNS = METHODS + [r for r in all_runs(config) if r not in config["methods"]]
+CURVE_RUNS = curve_runs(config)  # runs whose snapshots are sampled and scored along training
+MODELS = ["base"] + RUNS
 PROMPT_SET = config["sample"]["prompt_set"]
 PROMPT_SETS = list(config["prompt_sets"])
 SCORERS = config["scorers"]["names"]
@@ -73,9 +77,14 @@ def stand_ins():
     return expand("results/scorers/{scorer}", scorer=SCORERS) if TINY else []
 
 
-def training_cache(method):
-    """The encoded data a method trains on: the preference pairs, or the base's own corpus."""
-    corpus = config["methods"][method].get("dataset", "preferences") == "corpus"
+def method_of(run):
+    """The registered method a run (a method or an experiment's variant) starts from."""
+    return resolve_run(config, run).method
+
+
+def training_cache(run):
+    """The encoded data a run trains on: the preference pairs, or the base's own corpus."""
+    corpus = config["methods"][method_of(run)].get("dataset", "preferences") == "corpus"
     return "results/cache_corpus" if corpus else "results/cache"
 
 
@@ -92,9 +101,15 @@ def table_rows(table):
     return rows if "base" in rows else ["base"] + rows
 
 
-def judges(method):
-    """The trained scorers judging a method's own samples (tiny profile; the paper's are loaded)."""
-    return [f"results/scorers/{j}" for j in method_judges(config, method)] if TINY else []
+def judges(run):
+    """The trained scorers judging a run's own samples (tiny profile; the paper's are loaded)."""
+    return [f"results/scorers/{j}" for j in method_judges(config, method_of(run))] if TINY else []
+
+
+def train_keys(run):
+    """The keys a run's training reads: its method's, its judges' and its experiment's."""
+    spec = resolve_run(config, run)
+    return keys("train", method=spec.method, judges=method_judges(config, spec.method), experiment=spec.experiment)
 
 
 def scores(model, seed, prompt_set=PROMPT_SET):
@@ -110,3 +125,11 @@ def per_seed(files, models, prompt_set=PROMPT_SET):
     METHOD=PATH arguments (one per seed) and as the rule's input list."""
     pairs = [(m, files(m, s, prompt_set)) for m in models for s in SEEDS]
     return [path for _, path in pairs], " ".join(f"{m}={path}" for m, path in pairs)
+
+
+def claims_inputs():
+    """Every result file workflow/claims.yaml reads (diffpo.claims.required_files)."""
+    from diffpo.claims import ResultFiles, load_claims, required_files
+
+    files = ResultFiles(Path("results"), SEEDS, PROMPT_SET)
+    return required_files(load_claims(ROOT / "workflow" / "claims.yaml"), config, files)

@@ -47,3 +47,24 @@ rule training_curves:
         metrics=" ".join(f"{m}=results/models/{m}/seed{SEEDS[0]}/metrics.csv" for m in METHODS),
     shell:
         "python -m diffpo figures --metrics {params.metrics} --out results/figures/training_curves --log {log}"
+
+
+# The papers' claims (workflow/claims.yaml), evaluated on every run they name by the rule
+# diffpo.claims states: results/claims.csv and results/claims.md (rendered into the README).
+rule claims:
+    input:
+        code("claims"),
+        claims="workflow/claims.yaml",
+        results=claims_inputs(),
+    output:
+        csv="results/claims.csv",
+        md="results/claims.md",
+    log:
+        "logs/claims.log",
+    conda:
+        "../envs/diffpo.yaml"
+    params:
+        param_keys=keys("claims"),
+        values=values("claims"),
+    shell:
+        "python -m diffpo claims --claims {input.claims} --results results --csv {output.csv} --md {output.md} --log {log}"
