@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from diffpo.config import SampleConfig, TrainConfig, build, method_settings
-from diffpo.data import EncodedPairs
+from diffpo.cache import EncodedPairs, write_cache
 from diffpo.models import build_noise_scheduler, build_unet, build_vae
 from diffpo.training import OBJECTIVES, Generators, Reference, _source, add_lora
 
@@ -33,14 +33,12 @@ class MeanPixel:
 
 def _fake_cache(folder: Path, n: int, latent: tuple[int, int, int], tokens: int, width: int) -> EncodedPairs:
     rng = np.random.default_rng(0)
-    np.save(folder / "latents_w.npy", rng.standard_normal((n, *latent), dtype=np.float32))
-    np.save(folder / "latents_l.npy", rng.standard_normal((n, *latent), dtype=np.float32))
-    np.save(folder / "prompt_embeds.npy", rng.standard_normal((64, tokens, width), dtype=np.float32))
-    np.save(folder / "empty_prompt_embed.npy", np.zeros((tokens, width), np.float32))
     prompt_index = np.arange(n) % 64
-    pd.DataFrame({"caption": [f"prompt {i}" for i in prompt_index], "prompt_index": prompt_index}).to_parquet(
-        folder / "pairs.parquet")
-    return EncodedPairs(folder)
+    return write_cache(folder, rng.standard_normal((n, *latent), dtype=np.float32),
+                       rng.standard_normal((n, *latent), dtype=np.float32),
+                       rng.standard_normal((64, tokens, width), dtype=np.float32), np.zeros((tokens, width), np.float32),
+                       pd.DataFrame({"caption": [f"prompt {i}" for i in prompt_index], "prompt_index": prompt_index}),
+                       [f"prompt {i}" for i in range(64)])
 
 
 def _time(fn, repeats: int) -> float:
