@@ -319,9 +319,10 @@ def cmd_scorer_accuracy(args):
     from diffpo.artifacts import accuracy_markdown
     from diffpo.evaluation import load_scorers, scorer_accuracy
     from diffpo.files import atomic_write_text
+    from diffpo.rated_pairs import PairStream
 
     split = p["scorers"]["accuracy_split"]
-    pairs = _read_pairs(p["data"]["source"], split)
+    pairs = PairStream(p["data"]["source"], split, batch_pairs=256)  # streamed: Pick-a-Pic's validation is ~32 GB decoded
     table = scorer_accuracy(pairs, load_scorers(p, args.stand_ins), _world(p))
     who = "the tiny world's raters; scorers are stand-ins trained in the pipeline" if _world(p) else "Pick-a-Pic raters"
     note = (f"Agreement with held-out preferences ({who}) on the {split} pairs of {p['data']['source']}: "
