@@ -164,6 +164,13 @@ class CacheWriter:
         return info
 
 
+def layout_bytes(pairs: int, prompts: int, latent_shape, embed_shape, dtype) -> int:
+    """Bytes of a cache's arrays: two latents per pair, one embedding per unique prompt and the
+    empty prompt's (the tables and the 128-byte ``.npy`` headers aside)."""
+    item = np.dtype(dtype).itemsize
+    return int(item * (2 * pairs * np.prod(latent_shape) + (prompts + 1) * np.prod(embed_shape)))
+
+
 def read_layout(cache_dir: Path) -> dict:
     """``cache.json``, checked to be of this format and to name shards that exist."""
     path = Path(cache_dir) / "cache.json"

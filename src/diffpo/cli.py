@@ -385,11 +385,25 @@ def cmd_benchmark(args):
 
     params = load_params(args.params)
     _set_torch_threads()
-    from diffpo.benchmark import run
+    from diffpo.benchmark import report, run
 
-    table = run(params, repeats=args.repeats)
-    print(table.to_markdown(index=False, floatfmt=".3f"))
-    print(f"peak resident memory {table.attrs['peak_rss_mb']:.0f} MB, {table.attrs['threads']} torch threads")
+    figures = run(params, repeats=args.repeats, source=args.source, split=args.split)
+    if args.out:
+        from diffpo.files import atomic_write_text
+
+        atomic_write_text(args.out, json.dumps(figures, indent=2) + "\n")
+    print(report(figures))
+
+
+def cmd_compute_budget(args):
+    from diffpo.budget import compute_budget
+    from diffpo.config import load_params, read_yaml
+    from diffpo.files import atomic_write_text
+
+    text = compute_budget(load_params(args.params, profile="paper"), json.loads(Path(args.benchmark).read_text()),
+                          read_yaml(Path(args.assumptions)), args.benchmark)
+    atomic_write_text(args.out, text)
+    print(text)
 
 
 def cmd_dvc_yaml(args):
