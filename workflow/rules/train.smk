@@ -1,5 +1,7 @@
 # Preference training: one job per method of the registry (params.yaml `methods`).
 
+from diffpo.gpu_slots import rule_prefix  # GPU jobs take their own GPUs (workflow/profiles/local-gpus)
+
 
 rule train:
     input:
@@ -30,5 +32,6 @@ rule train:
             "python" if resources.gpu <= 1 else f"accelerate launch --num_processes {resources.gpu}"
         ),
     shell:
-        "{params.launch} -m diffpo train --scorers results/scorers --method {wildcards.method} --base {params.base} --cache {input.cache}"
+        rule_prefix(TINY)
+        + "{params.launch} -m diffpo train --scorers results/scorers --method {wildcards.method} --base {params.base} --cache {input.cache}"
         " --work {params.work} --out {output.unet} --metrics {output.metrics} --log {log}"
