@@ -50,7 +50,7 @@ def bad_settings(tmp_path_factory, root) -> dict:
     case("checkpoint_not_a_multiple_of_the_round", lambda r: r["methods"]["d3po"].update(
         round_updates={"tiny": 4, "paper": 3}, checkpoint_every={"tiny": 40, "paper": 100}))
     case("syntax_error", text=lambda t: t.replace("\ntrain:\n", "\ntrain: [unclosed\n", 1))
-    case("duplicate_key", text=lambda t: t.replace("\ntrain:\n", "\ntrain:\n  seed: 7\n", 1))
+    case("duplicate_key", text=lambda t: t.replace("\ntrain:\n", "\ntrain:\n  steps: 7\n", 1))
     return cases
 
 
@@ -89,10 +89,10 @@ def test_a_yaml_syntax_error_names_the_file_and_line(bad_settings):
 
 def test_a_key_given_twice_names_the_file_line_and_key(bad_settings):
     path = bad_settings["duplicate_key"]
-    first = _line_of(path, "  seed: 7")
-    second = next(i for i, line in enumerate(path.read_text().splitlines(), 1) if i > first and line == "  seed: 0")
+    first = _line_of(path, "  steps: 7")
+    second = next(i for i, line in enumerate(path.read_text().splitlines(), 1) if i > first and line.startswith("  steps:"))
     with pytest.raises(ParamsError, match=rf"^{re.escape(str(path))}, line {second}, column 3: "
-                                          rf"duplicate key 'seed' \(first given on line {first}\)$"):
+                                          rf"duplicate key 'steps' \(first given on line {first}\)$"):
         load_params(path)
 
 

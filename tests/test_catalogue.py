@@ -112,12 +112,16 @@ def _schema_property_names(node) -> set[str]:
     return names
 
 
-def _param_paths(node, prefix="", registries=("methods", "prompt_sets")) -> set[str]:
+REGISTRIES = ("methods", "prompt_sets", "experiments", "tuning.grids", "tuning.grids.<name>", "tuning.inherit")
+DECLARED = {"experiments": {"curves"}, "tuning.grids.<name>": {"from"}}  # named keys beside a registry's entries
+
+
+def _param_paths(node, prefix="", registries=REGISTRIES) -> set[str]:
     """Every dotted key of resolved params (a registry's entry names as <name>)."""
     paths = set()
     if isinstance(node, dict):
         for key, value in node.items():
-            part = "<name>" if prefix in registries else key
+            part = "<name>" if prefix in registries and key not in DECLARED.get(prefix, ()) else key
             path = f"{prefix}.{part}" if prefix else part
             paths.add(path)
             paths |= _param_paths(value, path, registries)

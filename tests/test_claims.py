@@ -93,8 +93,8 @@ def test_relations_at_their_boundaries():
 
 
 def test_missing_results_and_unknown_runs_are_clear_errors(results):
-    with pytest.raises(ClaimsError, match="unknown run 'nobody'"):
-        evaluate_claims([claim("x", compare=[{"a": "nobody", "b": "ref", "relation": "greater"}])], PARAMS, results)
+    skipped = evaluate_claims([claim("x", compare=[{"a": "nobody", "b": "ref", "relation": "greater"}])], PARAMS, results)
+    assert skipped["claim_verdict"].tolist() == ["not evaluated"] and "unknown run 'nobody'" in skipped["comparison"][0]
     with pytest.raises(ClaimsError, match="missing result files: .*/seed0/w.parquet"):
         evaluate_claims([claim("x", compare=[{"a": "better", "b": "ref", "prompt_set": "w",
                                               "relation": "greater"}])], PARAMS, results)
@@ -110,6 +110,10 @@ def test_the_committed_claims_name_runs_the_workflow_builds(root):
     ids = {c["id"] for c in claims}
     assert {"seppo_beats_sft", "uniform_reference_best", "more_checkpoints_help", "negative_gamma_poor",
             "see_delays_reward_hacking", "see_spo_scores_higher", "larger_gamma_more_diverse"} <= ids
+    from diffpo.claims import comparisons
+
+    for c in claims:  # every claim names runs the settings define: none is skipped
+        assert comparisons(c, params), c["id"]
     files = required_files(claims, params, ResultFiles(root / "results", params["seeds"], "validation_unique"))
     assert any("curves/d3po__steps360" in f for f in files) and any("partiprompts" in f for f in files)
     bad = yaml.safe_load((root / "workflow" / "claims.yaml").read_text())

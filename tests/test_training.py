@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from diffpo import training
+from diffpo.cache import write_cache
 from diffpo.config import TrainConfig
 from diffpo.data import EncodedPairs
 from diffpo.models import build_noise_scheduler, build_unet
@@ -24,15 +25,13 @@ def cache(tmp_path_factory) -> EncodedPairs:
     out = tmp_path_factory.mktemp("cache")
     rng = np.random.default_rng(0)
     n, prompts = 24, 5
-    np.save(out / "latents_w.npy", rng.standard_normal((n, 4, 4, 4)).astype(np.float32))
-    np.save(out / "latents_l.npy", rng.standard_normal((n, 4, 4, 4)).astype(np.float32))
-    np.save(out / "prompt_embeds.npy", rng.standard_normal((prompts, 6, 16)).astype(np.float32))
-    np.save(out / "empty_prompt_embed.npy", np.zeros((6, 16), np.float32))
     prompt_index = np.arange(n) % prompts  # every prompt is used
-    pd.DataFrame({"caption": [f"prompt {i}" for i in prompt_index], "prompt_index": prompt_index}).to_parquet(
-        out / "pairs.parquet")
-    (out / "cache.json").write_text(json.dumps({"pairs": n}))
-    return EncodedPairs(out)
+    # Three pair shards: the trainers read random batches across shard boundaries.
+    return write_cache(out, rng.standard_normal((n, 4, 4, 4)).astype(np.float32),
+                       rng.standard_normal((n, 4, 4, 4)).astype(np.float32),
+                       rng.standard_normal((prompts, 6, 16)).astype(np.float32), np.zeros((6, 16), np.float32),
+                       pd.DataFrame({"caption": [f"prompt {i}" for i in prompt_index], "prompt_index": prompt_index}),
+                       [f"prompt {i}" for i in range(prompts)], shard_pairs=10)
 
 
 def tiny_unet():

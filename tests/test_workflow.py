@@ -135,9 +135,13 @@ def test_checkpoint_fingerprint_covers_the_code(tmp_path, monkeypatch):
     from diffpo.config import TrainConfig
     from diffpo.training import run_fingerprint
 
-    (tmp_path / "cache.json").write_text("{}")
-    (tmp_path / "pairs.parquet").write_bytes(b"pairs")
-    np.save(tmp_path / "latents_w.npy", np.zeros(4))
+    import pandas as pd
+
+    from diffpo.cache import write_cache
+
+    zeros = np.zeros((2, 4, 2, 2), np.float32)
+    write_cache(tmp_path, zeros, zeros, np.zeros((2, 3, 8), np.float32), np.zeros((3, 8), np.float32),
+                pd.DataFrame({"caption": ["a", "b"], "prompt_index": [0, 1]}), ["a", "b"])
     cfg = TrainConfig(objective="sft", steps=1, batch_size=1, learning_rate=1e-4)
     real = run_fingerprint(cfg, "init", tmp_path, "train")
     assert real != run_fingerprint(cfg, "init", tmp_path, "pretrain-unet")

@@ -221,7 +221,8 @@ def _default(raw: dict, path: str, profile: str) -> str:
     node: Any = raw
     for part in path.split("."):
         if part == ENTRY:
-            entry, leaf = REGISTRY_ENTRY[path.split(".")[0]], path.split(".")[-1]
+            top, leaf = path.split(".")[0], path.split(".")[-1]
+            entry = REGISTRY_ENTRY.get(top, {"tuning": "method", "experiments": "experiment"}.get(top, "entry"))
             inherited = path.startswith("methods.") and leaf in raw.get("train", {})
             return f"per {entry}" + (f", else `train.{leaf}`" if inherited else "")
         if _is_profile_map(node):
@@ -268,7 +269,7 @@ def merge(base: Any, override: Any) -> Any:
 def smoke_params(raw: dict, smoke: dict) -> dict:
     """params.yaml (``raw``, unresolved) at the end-to-end test's size: ``smoke['overrides']``
     merged in, only the methods ``smoke['methods']`` names (each with its overrides), and the
-    sections ``smoke['tuning']`` and ``smoke['tables']`` in place of params.yaml's."""
+    sections ``smoke['tuning']``, ``smoke['experiments']`` and ``smoke['tables']`` in place of params.yaml's."""
     params = merge(raw, smoke["overrides"])
     unknown = [m for m in smoke["methods"] if m not in params["methods"]]
     if unknown:
@@ -276,6 +277,7 @@ def smoke_params(raw: dict, smoke: dict) -> dict:
     params["methods"] = {m: merge(params["methods"][m], o or {}) for m, o in smoke["methods"].items()}
     params["tables"] = copy.deepcopy(smoke["tables"])
     params["tuning"] = copy.deepcopy(smoke["tuning"])
+    params["experiments"] = copy.deepcopy(smoke["experiments"])
     return params
 
 

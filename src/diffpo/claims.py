@@ -31,6 +31,7 @@ from diffpo.intervals import METHOD, Estimate, estimate, seed_prompt_matrix
 
 RELATIONS = ("greater", "at_least", "at_most", "equivalent")
 VERDICTS = ("reproduced", "contradicted", "inconclusive")
+NOT_EVALUATED = "not evaluated"  # the claim names a run these settings do not define
 # For a metric where lower means better or more diverse, a comparison flips its sign, so that
 # "more diverse" and "better" always read as a positive effect.
 LOWER_IS_MORE = {"psnr", "ssim", "degradation"}
@@ -49,6 +50,11 @@ RULE = (
 
 class ClaimsError(UserError, ValueError):
     """workflow/claims.yaml names a run, metric or relation the results cannot give."""
+
+
+class UnknownRun(ClaimsError):
+    """A claim names a run the settings do not define (a reduced registry, e.g. the test
+    configuration): the claim is reported as not evaluated, with the reason."""
 
 
 def verdict(value: Estimate, relation: str, margin: float = 0.0) -> str:
@@ -193,16 +199,16 @@ def _run(params: dict, ref) -> str:
     """A run named in claims.yaml: a method, ``base``, or {experiment, method?, value?}."""
     if isinstance(ref, str):
         if ref != "base" and ref not in params["methods"]:
-            raise ClaimsError(f"unknown run {ref!r}: not base nor a method of params.yaml")
+            raise UnknownRun(f"unknown run {ref!r}: not base nor a method of params.yaml")
         return ref
     from diffpo.experiments import experiment_runs
 
     if ref.get("experiment") not in (params.get("experiments") or {}):
-        raise ClaimsError(f"unknown experiment in {ref!r}")
+        raise UnknownRun(f"unknown experiment in {ref!r}")
     runs = [(m, v, r) for m, v, r in experiment_runs(params, ref["experiment"])
             if ref.get("method", m) == m and ("value" not in ref or v == ref["value"])]
     if len(runs) != 1:
-        raise ClaimsError(f"{ref!r} names {len(runs)} runs of experiment {ref['experiment']}; name one "
+        raise (UnknownRun if not runs else ClaimsError)(f"{ref!r} names {len(runs)} runs of experiment {ref['experiment']}; name one "
                           "(add method: or value:)")
     return runs[0][2].name
 
@@ -275,16 +281,31 @@ def comparisons(claim: dict, params: dict) -> list[Comparison]:
 
 def required_files(claims: list[dict], params: dict, files: ResultFiles) -> list[str]:
     """Every result file the claims read (the workflow's inputs of results/claims.csv)."""
-    paths = [str(p) for claim in claims for c in comparisons(claim, params) for p in c.needs(files)]
+    paths = [str(p) for claim in claims for c in _evaluable(claim, params) for p in c.needs(files)]
     return list(dict.fromkeys(paths))
+
+
+def _evaluable(claim: dict, params: dict) -> list[Comparison]:
+    """A claim's comparisons, or none where it names a run the settings do not define."""
+    try:
+        return comparisons(claim, params)
+    except UnknownRun:
+        return []
 
 
 def evaluate_claims(claims: list[dict], params: dict, files: ResultFiles) -> pd.DataFrame:
     """One row per comparison: effect, interval, its verdict, and the verdict of its claim."""
     rows = []
     for claim in claims:
+        try:
+            found = comparisons(claim, params)
+        except UnknownRun as reason:
+            rows.append({"claim": claim["id"], "paper": claim["paper"], "text": claim["text"],
+                         "comparison": f"not evaluated: {reason}", "verdict": NOT_EVALUATED,
+                         "claim_verdict": NOT_EVALUATED})
+            continue
         parts = []
-        for c in comparisons(claim, params):
+        for c in found:
             value = c.compute(files)
             parts.append({"claim": claim["id"], "paper": claim["paper"], "text": claim["text"],
                           "comparison": c.description, "relation": c.relation, "margin": c.margin,
@@ -303,7 +324,8 @@ def claims_markdown(table: pd.DataFrame, seeds: list[int], prompt_set: str) -> s
              "from workflow/claims.yaml; never edited by hand.", "", f"**Rule.** {RULE}", ""]
     summary = table.drop_duplicates("claim")
     counts = summary["claim_verdict"].value_counts()
-    lines += ["**Summary:** " + ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS) + ".", ""]
+    skipped = f", {counts[NOT_EVALUATED]} not evaluated (a run they name is not defined)" if NOT_EVALUATED in counts else ""
+    lines += ["**Summary:** " + ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS) + skipped + ".", ""]
     lines += ["| Paper | Claim | Verdict |", "|:--|:--|:--|"]
     lines += [f"| {r['paper']} | {r['text']} | **{r['claim_verdict']}** |" for r in summary.to_dict("records")]
     lines += ["", "## Comparisons", ""]
@@ -313,6 +335,9 @@ def claims_markdown(table: pd.DataFrame, seeds: list[int], prompt_set: str) -> s
                   "| Comparison | Relation | Effect [95 % interval] | Seeds × prompts | Verdict |",
                   "|:--|:--|:--|:--|:--|"]
         for r in group.to_dict("records"):
+            if r["verdict"] == NOT_EVALUATED:
+                lines.append(f"| {r['comparison']} | | | | {NOT_EVALUATED} |")
+                continue
             relation = r["relation"].replace("_", " ") + (f" (margin {r['margin']:g})" if r["margin"] else "")
             lines.append(f"| {r['comparison']} | {relation} | {r['effect']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}] "
                          f"| {r['n_seeds']} × {r['n_prompts']} | {r['verdict']} |")

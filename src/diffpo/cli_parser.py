@@ -154,7 +154,20 @@ def build_parser(command: Callable[[str], Callable], tables: list[str]) -> argpa
     bench = add("benchmark", "print the speed and memory of training steps and sampling", parents=(debug,))
     bench.add_argument("--params", default="params.yaml", help="the settings file (default: %(default)s)")
     bench.add_argument("--repeats", type=int, default=10, help="timed repetitions of each step (default: %(default)s)")
+    bench.add_argument("--source", type=Path, help="a Pick-a-Pic-layout folder whose JPEG bytes per pair to measure")
+    bench.add_argument("--split", default="train", help="the split of --source to measure (default: %(default)s)")
+    bench.add_argument("--out", help="also write every figure to this JSON file (what compute-budget reads)")
     bench.set_defaults(log=None)
+    budget = add("compute-budget", "write the GPU-hours and storage to reproduce each paper table at paper scale",
+                 parents=(debug,))
+    budget.add_argument("--params", default="params.yaml", help="the settings file; its paper profile is read "
+                        "(default: %(default)s)")
+    budget.add_argument("--benchmark", required=True, help="the figures of `diffpo benchmark --out`")
+    budget.add_argument("--assumptions", default="config/compute_budget.yaml",
+                        help="the declared paper-scale sizes and GPU figures (default: %(default)s)")
+    budget.add_argument("--out", default="results/compute_budget.md", help="where to write the budget "
+                        "(default: %(default)s)")
+    budget.set_defaults(log=None)
     dvc = add("dvc-yaml", "print dvc.yaml generated from the Snakemake DAG", parents=(debug,))
     dvc.add_argument("--root", default=".", help="the project root (default: the current folder)")
     dvc.add_argument("--targets", nargs="+", default=DVC_TARGETS, help="the Snakemake targets (default: %(default)s)")

@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 from PIL import Image
 
+from diffpo.cache import EncodedPairs  # noqa: F401  (re-exported: the trainers' import)
 from diffpo.files import atomic_dir, atomic_write_text, write_parquet
 from diffpo.sources import DataError, decode_image, fit_image, list_shards, read_shard
 
@@ -238,41 +239,7 @@ def image_to_tensor(image: Image.Image, resolution: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- encoded cache
-class EncodedPairs:
-    """The cache every training job reads: winner/loser latents and prompt embeddings.
-
-    Arrays are memory-mapped ``.npy`` files, so the paper profile's 851k pairs need not
-    fit in memory.
-    """
-
-    def __init__(self, cache_dir: str | Path):
-        cache_dir = self.cache_dir = Path(cache_dir)
-        self.latents_w = np.load(cache_dir / "latents_w.npy", mmap_mode="r")
-        self.latents_l = np.load(cache_dir / "latents_l.npy", mmap_mode="r")
-        self.prompt_embeds = np.load(cache_dir / "prompt_embeds.npy", mmap_mode="r")
-        self.empty_prompt_embed = np.load(cache_dir / "empty_prompt_embed.npy")
-        self.prompt_index = pd.read_parquet(cache_dir / "pairs.parquet", columns=["prompt_index"])["prompt_index"].to_numpy()
-        if not (len(self.latents_w) == len(self.latents_l) == len(self.prompt_index)):
-            raise DataError(f"{cache_dir}: latent and pair counts disagree; re-run the encode stage")
-
-    def __len__(self) -> int:
-        return len(self.prompt_index)
-
-    def images(self, kind: str) -> int:
-        """How many training examples a run over ``kind`` (winners, both, pairs) draws from."""
-        return 2 * len(self) if kind == "both" else len(self)
-
-    def latents(self, which: str, idx: np.ndarray) -> np.ndarray:
-        return np.asarray((self.latents_w if which == "w" else self.latents_l)[idx])
-
-    def embeds(self, idx: np.ndarray) -> np.ndarray:
-        return np.asarray(self.prompt_embeds[self.prompt_index[idx]])
-
-    def captions(self) -> list[str]:
-        """The prompt of each row of ``prompt_embeds`` (what rollouts show their scorer)."""
-        index = pd.read_parquet(self.cache_dir / "pairs.parquet", columns=["caption", "prompt_index"])
-        by_index = index.drop_duplicates("prompt_index").set_index("prompt_index")["caption"]
-        return [by_index[i] for i in range(len(self.prompt_embeds))]
+SHARD_BYTES = 256 << 20  # latents per pair shard: few files at 851k pairs (~210), one shard in the tiny profile
 
 
 def encode_cache(
@@ -285,11 +252,18 @@ def encode_cache(
     resolution: int,
     batch_size: int,
     dtype: str,
+    shard_bytes: int = SHARD_BYTES,
 ) -> dict:
-    """Encode every pair of a prepared ``index`` once (VAE latents, prompt embeddings) for all methods to share."""
+    """Encode every pair of a prepared ``index`` once (VAE latents, prompt embeddings) for all methods to share.
+
+    Streams: prompts are encoded ``batch_size`` at a time, pairs in the order the source
+    shards yield them (the cache's ``pairs.parquet`` is written in that order), and
+    ``CacheWriter`` holds at most one shard; memory does not grow with the split.
+    """
     import torch
     from tqdm import tqdm
 
+    from diffpo.cache import CacheWriter
     from diffpo.models import encode_images, encode_prompts, load_text_encoder, load_vae
 
     index = index.copy()
@@ -300,45 +274,34 @@ def encode_cache(
     vae = load_vae(vae_source)
     text_encoder.eval()
     vae.eval()
-    np_dtype = np.dtype(dtype) if dtype != "bfloat16" else np.dtype("float32")
+    np_dtype = np.dtype(dtype) if dtype != "bfloat16" else np.dtype("float32")  # numpy has no bfloat16
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    latent_shape = (vae.config.latent_channels, resolution // factor, resolution // factor)
+    empty = encode_prompts(tokenizer, text_encoder, [""])[0].numpy()
+    shard_pairs = max(1, shard_bytes // (2 * int(np.prod(latent_shape)) * np_dtype.itemsize))
 
     with atomic_dir(out_dir) as tmp:
-        embeds = encode_prompts(tokenizer, text_encoder, prompts)
-        np.save(tmp / "prompt_embeds.npy", embeds.numpy().astype(np_dtype))
-        np.save(tmp / "empty_prompt_embed.npy", encode_prompts(tokenizer, text_encoder, [""])[0].numpy().astype(np_dtype))
-        factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        shape = (len(index), vae.config.latent_channels, resolution // factor, resolution // factor)
-        out_w = np.lib.format.open_memmap(tmp / "latents_w.npy", mode="w+", dtype=np_dtype, shape=shape)
-        out_l = np.lib.format.open_memmap(tmp / "latents_l.npy", mode="w+", dtype=np_dtype, shape=shape)
-        positions, batch_w, batch_l = [], [], []
+        writer = CacheWriter(tmp, latent_shape, empty.shape, np_dtype, shard_pairs)
+        for start in range(0, len(prompts), batch_size):
+            writer.add_prompts(encode_prompts(tokenizer, text_encoder, prompts[start : start + batch_size]).numpy())
+        order, batch_w, batch_l = [], [], []
 
         def flush():
-            both = torch.from_numpy(np.stack(batch_w + batch_l))
-            z = encode_images(vae, both).float().numpy().astype(np_dtype)
-            out_w[positions] = z[: len(positions)]
-            out_l[positions] = z[len(positions) :]
-            positions.clear(), batch_w.clear(), batch_l.clear()
+            z = encode_images(vae, torch.from_numpy(np.stack(batch_w + batch_l))).float().numpy()
+            writer.add_pairs(z[: len(batch_w)], z[len(batch_w) :])
+            batch_w.clear(), batch_l.clear()
 
-        order = {pos: i for i, pos in enumerate(index.index)}
         for pos, winner, loser in tqdm(iter_pair_images(source, split, index), total=len(index), desc="encode pairs", mininterval=5):
-            positions.append(order[pos])
+            order.append(pos)
             batch_w.append(image_to_tensor(winner, resolution))
             batch_l.append(image_to_tensor(loser, resolution))
-            if len(positions) == batch_size:
+            if len(batch_w) == batch_size:
                 flush()
-        if positions:
+        if batch_w:
             flush()
-        out_w.flush(), out_l.flush()
-        del out_w, out_l
-        write_parquet(index.reset_index(drop=True), tmp / "pairs.parquet")
-        info = {
-            "pairs": len(index),
-            "unique_prompts": len(prompts),
-            "latent_shape": list(shape[1:]),
-            "dtype": str(np_dtype),
+        info = writer.close(index.loc[order], prompts, empty, {
             "text_encoder": str(text_encoder_source),
             "vae": str(vae_source),
             "resolution": resolution,
-        }
-        (tmp / "cache.json").write_text(json.dumps(info, indent=2) + "\n")
+        })
     return info

@@ -76,22 +76,32 @@ def ground_truth(images: np.ndarray, captions: list[str], world_params: dict) ->
     return scores
 
 
-def scorer_accuracy(pairs, scorers: dict, world_params: dict | None = None) -> pd.DataFrame:
-    """Each scorer's agreement with held-out rated pairs (ties excluded), as Diffusion-DPO's table."""
-    from diffpo.reward_models import preference_accuracy
+def scorer_accuracy(pairs, scorers: dict, world_params: dict | None = None, batch_size: int = 8) -> pd.DataFrame:
+    """Each scorer's agreement with held-out rated pairs (ties excluded), as Diffusion-DPO's table.
 
-    decided = pairs.label_0 != 0.5
+    ``pairs``: a ``Pairs``, or an iterable of ``Pairs`` batches (``rated_pairs.PairStream``):
+    only the batch in hand and each pair's scores are held, so a split of any size fits.
+    """
+    from diffpo.rated_pairs import Pairs
+    from diffpo.reward_models import agreement
+
+    scores: dict[str, list] = {name: [] for name in [*scorers, *(["ground_truth"] if world_params is not None else [])]}
+    labels = []
+    for batch in [pairs] if isinstance(pairs, Pairs) else pairs:
+        for name, scorer in scorers.items():
+            scores[name].append((scorer.score(batch.images_0, batch.captions, batch_size=batch_size),
+                                 scorer.score(batch.images_1, batch.captions, batch_size=batch_size)))
+        if world_params is not None:  # the raters' own utility: the ceiling set by their Bradley-Terry noise
+            scores["ground_truth"].append(tuple(ground_truth(images, batch.captions, world_params)["gt_preference"]
+                                                for images in (batch.images_0, batch.images_1)))
+        labels.append(batch.label_0)
+    label_0 = np.concatenate(labels)
     rows = []
-    for name, scorer in scorers.items():
-        accuracy = preference_accuracy(scorer, pairs.images_0, pairs.images_1, pairs.captions, pairs.label_0)
-        rows.append({"scorer": name, "version": scorer.version, "accuracy": accuracy})
-    if world_params is not None:
-        # The raters' own utility: the ceiling set by their Bradley-Terry noise.
-        u0 = ground_truth(pairs.images_0, pairs.captions, world_params)["gt_preference"]
-        u1 = ground_truth(pairs.images_1, pairs.captions, world_params)["gt_preference"]
-        correct = np.where(u0 == u1, 0.5, (u0 > u1) == (pairs.label_0 == 1))
-        rows.append({"scorer": "ground_truth", "version": "the world's rater utility (ceiling)",
-                     "accuracy": float(correct[decided].mean())})
+    for name, parts in scores.items():
+        s0, s1 = (np.concatenate([part[k] for part in parts]) for k in (0, 1))
+        version = scorers[name].version if name in scorers else "the world's rater utility (ceiling)"
+        rows.append({"scorer": name, "version": version, "accuracy": agreement(s0, s1, label_0)})
+    decided = label_0 != 0.5
     table = pd.DataFrame(rows)
     n = int(decided.sum())
     table["n_pairs"] = n

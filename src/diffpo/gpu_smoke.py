@@ -57,13 +57,13 @@ def _forward_flops(unet, latents, t, embeds) -> float:
 
 
 def _fake_cache(folder: Path, n: int, latent: tuple, embed: tuple) -> None:
+    from diffpo.cache import write_cache
+
     rng = np.random.default_rng(0)
-    np.save(folder / "latents_w.npy", rng.standard_normal((n, *latent)).astype(np.float32))
-    np.save(folder / "latents_l.npy", rng.standard_normal((n, *latent)).astype(np.float32))
-    np.save(folder / "prompt_embeds.npy", rng.standard_normal((n, *embed)).astype(np.float32))
-    np.save(folder / "empty_prompt_embed.npy", np.zeros(embed, np.float32))
-    pd.DataFrame({"caption": [f"prompt {i}" for i in range(n)], "prompt_index": np.arange(n)}).to_parquet(folder / "pairs.parquet")
-    (folder / "cache.json").write_text(json.dumps({"pairs": n}))
+    sample = lambda *shape: rng.standard_normal(shape).astype(np.float32)
+    captions = [f"prompt {i}" for i in range(n)]
+    write_cache(folder, sample(n, *latent), sample(n, *latent), sample(n, *embed), np.zeros(embed, np.float32),
+                pd.DataFrame({"caption": captions, "prompt_index": np.arange(n)}), captions)
 
 
 class _ClipScore:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,11 +35,11 @@ from torch import nn
 from transformers import CLIPModel, CLIPTokenizer
 
 from diffpo import world
-from diffpo.data import DataError, image_to_tensor, iter_rated_pairs
+from diffpo.data import image_to_tensor
 from diffpo.files import atomic_dir
 from diffpo.models import MissingWeightsError
+from diffpo.rated_pairs import Pairs, read_pairs  # noqa: F401  (re-exported)
 from diffpo.scorers import Scorer
-from diffpo.sources import fit_image
 
 NAMES = ("pickscore", "hpsv2", "imagereward", "aesthetic")
 
@@ -66,64 +65,6 @@ DEFAULT_POOLS = {
     "imagereward": RaterPool(alignment_weight=0.85, aesthetic_weight=0.15, temperature=0.08, tie_fraction=0.10, seed=202),
 }
 AESTHETIC_NOISE = 0.05  # rater noise on the [0, 1] aesthetic score before scaling to 1-10
-
-
-@dataclass
-class Pairs:
-    """Decoded preference pairs: uint8 (N, H, W, 3) images, captions, label_0 in {0, 0.5, 1}."""
-
-    images_0: np.ndarray
-    images_1: np.ndarray
-    captions: list[str]
-    label_0: np.ndarray
-    skipped: dict = field(default_factory=dict)
-    raters: str = ""  # who labelled them, e.g. "w_align=0.6, w_aes=0.4" from world.json
-    resized: int = 0  # images read at another size than image_size, resized to it
-
-    def __len__(self) -> int:
-        return len(self.captions)
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """(width, height) of every image."""
-        return self.images_0.shape[2], self.images_0.shape[1]
-
-    def subset(self, idx) -> "Pairs":
-        idx = np.asarray(idx)
-        return Pairs(self.images_0[idx], self.images_1[idx], [self.captions[i] for i in idx],
-                     self.label_0[idx], dict(self.skipped), self.raters, self.resized)
-
-
-def read_pairs(source: str | Path, split: str, max_pairs: int | None = None,
-               size: tuple[int, int] | None = None) -> Pairs:
-    """Every pair of a split with decodable images and a valid label (ties kept); skips counted.
-
-    Images come in several sizes in Pick-a-Pic: each is brought to ``size`` (width, height;
-    by default the first image's) by ``data.fit_image`` (resize to cover, centre-crop, as
-    ``image_to_tensor`` does); ``Pairs.resized`` counts those that needed it.
-    """
-    images_0, images_1, captions, labels = [], [], [], []
-    counts = Counter()
-    resized = 0
-    for _, _, record, a, b in iter_rated_pairs(source, split, counts, keep_ties=True):
-        size = size or a.size
-        for image, images in ((a, images_0), (b, images_1)):
-            if image.size != size:
-                image, resized = fit_image(image, *size), resized + 1
-            images.append(np.asarray(image))
-        captions.append(record["caption"])
-        labels.append(record["label_0"])
-        if max_pairs and len(captions) >= max_pairs:
-            break
-    skipped = {"undecodable_image": counts["undecodable_image"], "invalid_label": counts["invalid_label"]}
-    skipped.update({reason: n for reason, n in sorted(counts.items()) if n and reason not in skipped and reason != "rows_in"})
-    if not captions:
-        raise DataError(f"no usable pairs in {source} split {split}: {skipped}")
-    info = Path(source) / "world.json"
-    weights = json.loads(info.read_text()).get("scorer_weights", {}) if info.is_file() else {}
-    raters = f"w_align={weights['alignment']:g}, w_aes={weights['aesthetic']:g}" if weights else ""
-    return Pairs(np.stack(images_0), np.stack(images_1), captions, np.array(labels, dtype=np.float64), skipped, raters,
-                 resized)
 
 
 def relabel_pairs(images_0: np.ndarray, images_1: np.ndarray, captions: list[str],
@@ -387,13 +328,17 @@ def load_stand_in(folder: str | Path, device="cpu") -> StandInScorer:
 # ---------------------------------------------------------------- evaluation
 def preference_accuracy(scorer: Scorer, images_0, images_1, captions, label_0) -> float:
     """Fraction of non-tied pairs where the scorer prefers the labelled winner (a score tie counts half)."""
+    captions = list(captions)
+    return agreement(scorer.score(images_0, captions), scorer.score(images_1, captions), label_0)
+
+
+def agreement(scores_0, scores_1, label_0) -> float:
+    """Fraction of non-tied pairs whose higher score is the labelled winner's (a score tie counts half)."""
     label_0 = np.asarray(label_0, dtype=np.float64)
     decided = label_0 != 0.5
     if not decided.any():
         return float("nan")
-    captions = list(captions)
-    s0, s1 = scorer.score(images_0, captions), scorer.score(images_1, captions)
-    correct = np.where(s0 == s1, 0.5, (s0 > s1) == (label_0 == 1))
+    correct = np.where(scores_0 == scores_1, 0.5, (np.asarray(scores_0) > np.asarray(scores_1)) == (label_0 == 1))
     return float(correct[decided].mean())
 
 

@@ -137,17 +137,14 @@ def run_fingerprint(cfg: TrainConfig, init: str, cache_dir: Path, command: str) 
     ``command`` is the CLI subcommand training (``train``, ``pretrain-unet``): the package files
     it runs are hashed where diffpo is imported from (``workflow.code_digest``), so a fixed bug
     is never resumed from a checkpoint of the old code. ``init`` identifies the starting
-    weights (see ``content_digest``); the cache is identified by its pair index and the first
-    megabyte of its latents.
+    weights (see ``content_digest``); the cache is identified by its layout, pair index and the
+    first megabyte of its latents (``EncodedPairs.fingerprint_bytes``).
     """
     from diffpo.workflow import code_digest
 
     identity = {"cfg": asdict(cfg), "init": init, "code": code_digest(command)}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode())
-    for name in ("cache.json", "pairs.parquet"):
-        digest.update((cache_dir / name).read_bytes())
-    with open(cache_dir / "latents_w.npy", "rb") as f:
-        digest.update(f.read(1 << 20))
+    digest.update(EncodedPairs(cache_dir).fingerprint_bytes())
     return digest.hexdigest()[:16]
 
 

@@ -133,3 +133,26 @@ def claims_inputs():
 
     files = ResultFiles(Path("results"), SEEDS, PROMPT_SET)
     return required_files(load_claims(ROOT / "workflow" / "claims.yaml"), config, files)
+
+
+# ---------------------------------------------------------------- tuning (rules/tuning.smk)
+def tuned_methods():
+    return list(config["tuning"]["grids"] or {})
+
+
+def grid_results(method):
+    """Every grid point's result file of ``method`` (none for a method without a grid)."""
+    if method is None:
+        return []
+    n = len(grid_points(config, method))
+    return [f"results/tuning/{method}/point{i}.json" for i in range(n)]
+
+
+def grid_origin(method):
+    return config["tuning"]["grids"][method].get("from")
+
+
+def tuning_metric_scorer():
+    """The stand-in scorer the tuning metric reads (none for a ground-truth metric)."""
+    metric = config["tuning"]["metric"]
+    return [] if metric.startswith("gt_") or not TINY else [f"results/scorers/{metric}"]

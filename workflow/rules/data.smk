@@ -1,5 +1,7 @@
 # Data: the synthetic world (tiny profile), tie removal, and the encoded cache.
 
+from diffpo.gpu_slots import rule_prefix  # GPU jobs take their own GPUs (workflow/profiles/local-gpus)
+
 if TINY:
 
     rule world:
@@ -80,5 +82,6 @@ rule encode:
         text_encoder=base_path("text_encoder"),
         vae=base_path("vae"),
     shell:
-        "python -m diffpo encode --pairs {input.pairs} --text-encoder {params.text_encoder} --vae {params.vae}"
+        rule_prefix(TINY)
+        + "python -m diffpo encode --pairs {input.pairs} --text-encoder {params.text_encoder} --vae {params.vae}"
         " --out {output} --log {log}"

@@ -1,5 +1,7 @@
 # Sampling and scoring; per-image scores are kept so tables never score twice.
 
+from diffpo.gpu_slots import rule_prefix  # GPU jobs take their own GPUs (workflow/profiles/local-gpus)
+
 
 rule sample:
     input:
@@ -27,7 +29,9 @@ rule sample:
         base=base_path("base"),
         unet=lambda wc, input: f"--unet {input.unet}" if input.unet else "",
     shell:
-        "python -m diffpo sample --base {params.base} {params.unet} --seed {wildcards.seed} --prompt-set {wildcards.prompt_set} --out {output} --log {log}"
+        rule_prefix(TINY)
+        + "python -m diffpo sample --base {params.base} {params.unet} --seed {wildcards.seed} --prompt-set {wildcards.prompt_set}"
+        " --out {output} --log {log}"
 
 
 rule evaluate:
@@ -51,7 +55,8 @@ rule evaluate:
         values=values("evaluate"),
         stand_ins="--stand-ins results/scorers" if TINY else "",
     shell:
-        "python -m diffpo evaluate --samples {input.samples} {params.stand_ins} --out {output.scores}"
+        rule_prefix(TINY)
+        + "python -m diffpo evaluate --samples {input.samples} {params.stand_ins} --out {output.scores}"
         " --diversity {output.diversity} --log {log}"
 
 

@@ -1,6 +1,8 @@
 # Learned reward models: tiny-profile stand-ins trained on the world's raters, and every
 # scorer's agreement with held-out preferences. The paper profile loads the real checkpoints.
 
+from diffpo.gpu_slots import rule_prefix  # GPU jobs take their own GPUs (workflow/profiles/local-gpus)
+
 if TINY:
 
     rule train_scorer:
@@ -68,4 +70,5 @@ rule scorer_accuracy:
         values=values("scorer_accuracy"),
         stand_ins="--stand-ins results/scorers" if TINY else "",
     shell:
-        "python -m diffpo scorer-accuracy {params.stand_ins} --csv {output.csv} --md {output.md} --log {log}"
+        rule_prefix(TINY)
+        + "python -m diffpo scorer-accuracy {params.stand_ins} --csv {output.csv} --md {output.md} --log {log}"

@@ -23,7 +23,7 @@ rule table:
         values=lambda wc: select(config, keys("table", table=wc.table, rows=table_rows(wc.table))),
         scores=lambda wc: per_seed(scores, table_rows(wc.table))[1],
         diversity=lambda wc: (
-            ("--diversity " + per_seed(diversity, table_rows(wc.table))[1]) if wc.table == "see_dpo" else ""
+            f"--diversity {per_seed(diversity, table_rows(wc.table))[1]}" if wc.table == "see_dpo" else ""
         ),
     shell:
         "python -m diffpo table --table {wildcards.table} --scores {params.scores} {params.diversity}"

@@ -2,6 +2,8 @@
 # or an experiment's variant, `experiments`) and training seed (`seeds`). The runs that
 # `experiments.curves` names keep their snapshots, scored along training (rule curve).
 
+from diffpo.gpu_slots import rule_prefix  # GPU jobs take their own GPUs (workflow/profiles/local-gpus)
+
 
 rule train:
     input:
@@ -35,7 +37,8 @@ rule train:
             "python" if resources.gpu <= 1 else f"accelerate launch --num_processes {resources.gpu}"
         ),
     shell:
-        "{params.launch} -m diffpo train --scorers results/scorers --method {wildcards.method} --seed {wildcards.seed} --base {params.base} --cache {input.cache}"
+        rule_prefix(TINY)
+        + "{params.launch} -m diffpo train --scorers results/scorers --method {wildcards.method} --seed {wildcards.seed} --base {params.base} --cache {input.cache}"
         " --work {params.work} --out {output.unet} --metrics {output.metrics} --snapshots {output.snapshots}"
         " {params.keep_snapshots} --log {log}"
 
@@ -68,5 +71,6 @@ rule curve:
         base=base_path("base"),
         stand_ins="--stand-ins results/scorers" if TINY else "",
     shell:
-        "python -m diffpo curve --base {params.base} --snapshots {input.snapshots} --seed {wildcards.seed}"
+        rule_prefix(TINY)
+        + "python -m diffpo curve --base {params.base} --snapshots {input.snapshots} --seed {wildcards.seed}"
         " {params.stand_ins} --out {output} --log {log}"
