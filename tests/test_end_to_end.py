@@ -106,55 +106,79 @@ def project(root, tmp_path_factory) -> Path:
     return dest
 
 
+# Stages DVC reruns from nothing in the test, one of each kind (running all of them, one at a
+# time, would take DVC ten minutes): pre-training, each kind of training and seed, evaluation.
+REPRODUCED = ["pretrain_unet", "train-sft_w-0", "train-seppo_w-1", "train-d3po-0", "train-see_diffusion_dpo__gamma0-1",
+              "sample-seppo_w-1-validation_unique", "evaluate-seppo_w-1-validation_unique", "table-table1"]
+
+
 def test_snakemake_builds_everything_and_dvc_reproduces_it(project):
     # One thread per job in both tools: results are then identical, not merely close.
-    run(["snakemake", "--cores", "2", "--set-threads", "pretrain_unet=1"], project)
+    # every artifact, and the tuning sweep (its own target): dvc.yaml declares both
+    run(["snakemake", "all", "results/tuning/selection.csv", "--cores", "2", "--set-threads", "pretrain_unet=1"], project)
+    selection = pd.read_csv(project / "results/tuning/selection.csv")
+    assert selection.groupby("method")["selected"].sum().to_dict() == {"diffusion_dpo": 1, "see_diffusion_dpo": 1, "sft_w": 1}
+    seeds = SMOKE["overrides"]["seeds"]["tiny"]
     table = pd.read_csv(project / "results/table1.csv")
     assert table["method"].tolist() == SMOKE_TABLES["table1"]["rows"]
-    assert table["gt_preference_mean"].between(0, 1).all()
-    assert {"pickscore_mean", "hpsv2_se", "imagereward_mean", "aesthetic_mean", "paper_pickscore"} <= set(table)
+    assert table["gt_preference_mean"].between(0, 1).all() and (table["n_seeds"] == len(seeds)).all()
+    assert (table["gt_preference_low"] <= table["gt_preference_mean"]).all()
+    assert {"pickscore_mean", "hpsv2_low", "imagereward_high", "aesthetic_mean", "paper_pickscore"} <= set(table)
     accuracy = pd.read_csv(project / "results/scorer_accuracy.csv")
     assert accuracy["scorer"].tolist() == ["pickscore", "hpsv2", "imagereward", "aesthetic", "ground_truth"]
     assert accuracy["accuracy"].between(0, 1).all()
     assert (project / "results/table1.md").read_text().startswith("# Table 1")
-    assert (project / "logs/train/sft_w.log").exists()
+    assert (project / "logs/train/sft_w/seed1.log").exists()
     assert (project / "results/figures/training_curves.pdf").exists()
     manifest = yaml.safe_load((project / "results/data/manifest.json").read_text())
     assert manifest["rows_in"] == 600 and manifest["rows_skipped"] == {"invalid_label": 2, "undecodable_image": 3}
-    metrics = pd.read_csv(project / "results/models/diffusion_dpo/metrics.csv")
+    metrics = pd.read_csv(project / "results/models/diffusion_dpo/seed0/metrics.csv")
     assert metrics["step"].tolist() == [1, 2, 3, 4] and {"loss", "implicit_acc", "mse_ref_w"} <= set(metrics)
-    seppo = pd.read_csv(project / "results/models/seppo_w/metrics.csv")
+    seppo = pd.read_csv(project / "results/models/seppo_w/seed1/metrics.csv")
     assert {"aaf_rate", "reference_step"} <= set(seppo) and seppo["reference_step"].tolist()[:2] == [0, 0]
-    assert {"reward_mean", "implicit_acc"} <= set(pd.read_csv(project / "results/models/d3po/metrics.csv"))
+    assert {"reward_mean", "implicit_acc"} <= set(pd.read_csv(project / "results/models/d3po/seed0/metrics.csv"))
     assert pd.read_csv(project / "results/table4.csv")["method"].tolist() == ["base", "seppo_w"]
     see = pd.read_csv(project / "results/see_dpo.csv")
-    assert {"div_vendi_mean", "div_ssim_se"} <= set(see) and see["method"].tolist() == ["base", "diffusion_dpo", "d3po"]
+    assert {"div_vendi_mean", "div_ssim_low"} <= set(see)
+    assert see["method"].tolist() == ["base", "diffusion_dpo", "see_diffusion_dpo", "d3po"]
+    # the experiment's variant run, SePPO^w's scores along training, and the claims the smaller registry allows
+    variant = pd.read_csv(project / "results/models/see_diffusion_dpo__gamma0/seed1/metrics.csv")
+    assert variant["step"].tolist() == [1, 2, 3, 4]
+    curve = pd.read_parquet(project / "results/curves/seppo_w/seed0.parquet")
+    assert sorted(curve["step"].unique()) == [0, 2, 4] and len(curve) == 3 * 4 * 2
+    claims = pd.read_csv(project / "results/claims.csv")
+    verdicts = dict(zip(claims["claim"], claims["claim_verdict"]))
+    assert verdicts["seppo_beats_sft"] in ("reproduced", "contradicted", "inconclusive")
+    assert verdicts["aaf_rate_and_score_rise"] != "not evaluated" and verdicts["spin_beats_diffusion_dpo"] == "not evaluated"
+    assert "**Rule.**" in (project / "results/claims.md").read_text()
 
     # Snakemake's finished work is current for DVC: its onsuccess handler recorded it in dvc.lock.
     assert "dvc.lock: recorded" in (project / "logs/dvc_commit.log").read_text()
     assert dvc_status(project) == set()
 
-    # Changing one method's setting reruns that method's jobs and the table, nothing else.
+    # Changing one method's setting reruns that method's jobs (every seed), the tables and claims reading them.
     params_file = project / "params.yaml"
     original = params_file.read_text()
     params = yaml.safe_load(original)
     params["methods"]["sft_w"]["learning_rate"] = 2.0e-4
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     plan = planned_jobs(run(["snakemake", "--cores", "2", "--dry-run"], project))
-    assert plan == {"train": 1, "sample": 1, "evaluate": 1, "table": 1, "training_curves": 1, "all": 1}, plan
-    affected = downstream(project, "train-sft_w")  # its sample and evaluate, table1, the training curves
-    assert {"training_curves", "table-table1"} <= affected and not {"train-diffusion_dpo", "pretrain_unet"} & affected
+    n = len(seeds)
+    assert plan == {"train": n, "sample": n, "evaluate": n, "table": 1, "training_curves": 1, "claims": 1, "all": 1}, plan
+    affected = downstream(project, "train-sft_w-0")  # its sample and evaluate, table1, the curves figure, claims
+    assert {"training_curves", "table-table1", "claims"} <= affected
+    assert not {"train-diffusion_dpo-0", "train-sft_w-1", "pretrain_unet"} & affected
     status = dvc_status(project)
-    assert "train-sft_w" in status and status <= affected, status
+    assert {"train-sft_w-0", "train-sft_w-1"} <= status and status <= affected | downstream(project, "train-sft_w-1")
     params_file.write_text(original)
 
     # DVC runs the same commands on the same files: byte-identical outputs, retrained from nothing.
     snakemake_outputs = digests(project)
     shutil.rmtree(project / "results/checkpoints")
-    run(["dvc", "repro", "--force", "--quiet"], project, OMP_NUM_THREADS="1")
+    run(["dvc", "repro", "--force", "--single-item", "--quiet", *REPRODUCED], project, OMP_NUM_THREADS="1")
     assert digests(project) == snakemake_outputs
-    methods = yaml.safe_load(original)["methods"]
-    for log in ["logs/pretrain_unet.log", *(f"logs/train/{m}.log" for m in methods)]:
+    for log in ["logs/pretrain_unet.log", "logs/train/sft_w/seed0.log", "logs/train/seppo_w/seed1.log",
+                "logs/train/d3po/seed0.log", "logs/train/see_diffusion_dpo__gamma0/seed1.log"]:
         assert trained_from_scratch(project / log), (project / log).read_text()[-2000:]
     assert dvc_status(project) == set()
 
@@ -163,13 +187,14 @@ def test_snakemake_builds_everything_and_dvc_reproduces_it(project):
     source = objectives.read_text()
     assert source.count("loss = mse_policy.mean()") == 1
     objectives.write_text(source.replace("loss = mse_policy.mean()", "loss = mse_policy.pow(1.5).mean()  # test"))
-    before = {m: tree_digest(project / f"results/models/{m}/unet") for m in ("sft_w", "diffusion_dpo")}
-    run(["snakemake", "results/models/sft_w/unet", "--cores", "2", "--set-threads", "pretrain_unet=1"], project)
-    for log in ("logs/pretrain_unet.log", "logs/train/sft_w.log"):
+    model = lambda m: project / f"results/models/{m}/seed0/unet"
+    before = {m: tree_digest(model(m)) for m in ("sft_w", "diffusion_dpo")}
+    run(["snakemake", "results/models/sft_w/seed0/unet", "--cores", "2", "--set-threads", "pretrain_unet=1"], project)
+    for log in ("logs/pretrain_unet.log", "logs/train/sft_w/seed0.log"):
         assert trained_from_scratch(project / log), (project / log).read_text()[-2000:]
-    assert tree_digest(project / "results/models/sft_w/unet") != before["sft_w"]
-    assert tree_digest(project / "results/models/diffusion_dpo/unet") == before["diffusion_dpo"]  # not a target
+    assert tree_digest(model("sft_w")) != before["sft_w"]
+    assert tree_digest(model("diffusion_dpo")) == before["diffusion_dpo"]  # not a target
     # dvc.lock records what Snakemake reran; what it did not (other methods, now stale) DVC still sees as changed.
     status = dvc_status(project)
-    assert not {"pretrain_unet", "train-sft_w"} & status, status
-    assert {"train-diffusion_dpo", "sample-sft_w-validation_unique"} <= status, status
+    assert not {"pretrain_unet", "train-sft_w-0"} & status, status
+    assert {"train-diffusion_dpo-0", "sample-sft_w-0-validation_unique"} <= status, status

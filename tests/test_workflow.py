@@ -4,7 +4,9 @@ from diffpo.workflow import dvc_yaml, stage_keys
 
 
 def test_committed_dvc_yaml_is_current(root):
-    assert (root / "dvc.yaml").read_text() == dvc_yaml(root, ["all"]), (
+    from diffpo.cli_parser import DVC_TARGETS
+
+    assert (root / "dvc.yaml").read_text() == dvc_yaml(root, DVC_TARGETS), (
         "dvc.yaml is out of date: run `python -m diffpo dvc-yaml > dvc.yaml`"
     )
 
@@ -18,9 +20,14 @@ def test_each_method_stage_reads_only_its_own_method(root):
     params = load_params(root / "params.yaml")
     for method in params["methods"]:
         judges = [f"scorers.sources.{j}" for j in method_judges(params, method)]
-        assert stages[f"train-{method}"]["params"] == ["profile", "train", f"methods.{method}", *judges]
-    assert stages["train-d3po"]["params"][-1] == "scorers.sources.pickscore"
-    assert "results/scorers/step_aware" in stages["train-spo"]["deps"]
+        for seed in params["seeds"]:
+            assert stages[f"train-{method}-{seed}"]["params"] == ["profile", "train", f"methods.{method}", *judges]
+    assert stages["train-d3po-0"]["params"][-1] == "scorers.sources.pickscore"
+    assert "results/scorers/step_aware" in stages["train-spo-0"]["deps"]
+    # a variant run reads its method's keys and its experiment's; a grid point not the keys its grid decides
+    assert stages["train-see_diffusion_dpo__gamma-0.5-1"]["params"][-1] == "experiments.gamma"
+    tune = stages["tune-diffusion_dpo-0"]["params"]
+    assert "methods.diffusion_dpo.label" in tune and not {"methods.diffusion_dpo.beta", "train.learning_rate"} & set(tune)
     assert stage_keys("sample", model="sft_w", prompt_set="x") == stage_keys("sample", prompt_set="x")
 
 
@@ -32,6 +39,26 @@ def test_every_stage_logs_and_writes_under_results(root):
         for out in stage["outs"]:
             path = next(iter(out)) if isinstance(out, dict) else out
             assert path.startswith("results/"), (name, path)
+
+
+def test_seeds_expand_every_trained_row_and_its_evaluation(root):
+    from diffpo.config import load_params
+    from diffpo.experiments import curve_runs
+    from diffpo.workflow import job_counts, snakemake_jobs
+
+    for profile in ("tiny", "paper"):
+        params = load_params(root / "params.yaml", profile=profile)
+        seeds, rows = params["seeds"], params["tables"]["table1"]["rows"]
+        trained = [r for r in rows if r != "base"]
+        counts = job_counts(snakemake_jobs(root, ["results/table1.csv"], {"profile": profile}))
+        assert counts["train"] == len(trained) * len(seeds), (profile, counts)
+        assert counts["sample"] == counts["evaluate"] == (len(trained) + 1) * len(seeds), (profile, counts)
+        assert counts["table"] == 1 and "tune" not in counts
+    tiny = load_params(root / "params.yaml")
+    counts = job_counts(snakemake_jobs(root, ["all"]))
+    assert counts["curve"] == len(curve_runs(tiny)) * len(tiny["seeds"]) and counts["claims"] == 1
+    sweep = job_counts(snakemake_jobs(root, ["results/tuning/selection.csv"]))
+    assert sweep["tune"] == len(tiny["tuning"]["grids"]) * tiny["tuning"]["budget"] and "sample" not in sweep
 
 
 # ---------------------------------------------------------------- code inputs derived from cli.py

@@ -248,6 +248,8 @@ def comparisons(claim: dict, params: dict) -> list[Comparison]:
     for spec in _as_list(claim.get("trend", [])):
         from diffpo.experiments import experiment_runs
 
+        if spec["experiment"] not in (params.get("experiments") or {}):
+            raise UnknownRun(f"unknown experiment {spec['experiment']!r}")
         entries = experiment_runs(params, spec["experiment"])
         runs = [r.name for _, _, r in entries]
         xs = list(range(len(entries))) if spec.get("x", "value") == "position" else [float(v) for _, v, _ in entries]

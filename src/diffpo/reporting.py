@@ -59,9 +59,29 @@ def timings(root: Path) -> str:
     return (root / "results/timings.md").read_text().strip()
 
 
+def claims(root: Path) -> str:
+    """The verdict of every claim and the rule (results/claims.md without its per-comparison detail)."""
+    path = root / "results/claims.md"
+    if not path.is_file():
+        return ("*Not in the committed results yet: `snakemake --cores all results/claims.md` builds "
+                "results/claims.md.*")
+    body = path.read_text().split("\n", 2)[2]
+    return body.split("\n## Comparisons")[0].strip() + "\n\nEvery comparison, its effect and interval: `results/claims.md`."
+
+
+def tuning(root: Path) -> str:
+    path = root / "results/tuning/selection.md"
+    if not path.is_file():
+        return ("*Not in the committed results yet: `snakemake --cores all results/tuning/selection.csv` builds "
+                "results/tuning/selection.md.*")
+    return _markdown_table(path)
+
+
 BLOCKS: dict[str, Callable[[Path], str]] = {
     "world-facts": world_facts,
     "timings": timings,
+    "claims": claims,
+    "tuning": tuning,
     **{name: (lambda root, n=name: _markdown_table(root / f"results/{n}.md"))
        for name in ("table1", "table4", "see_dpo", "scorer_accuracy")},
 }
