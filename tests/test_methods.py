@@ -80,7 +80,7 @@ def test_seppo_resumes_mid_round_bit_for_bit(cache, tmp_path, monkeypatch):
     cfg = seppo_config(checkpoint_every=3)
     straight, _ = run(cfg, cache, tmp_path / "straight", generators())
     calls = {"n": 0}
-    forward = training._forward
+    forward = training.sources._forward
 
     def interrupted(*args, **kwargs):
         calls["n"] += 1
@@ -88,10 +88,10 @@ def test_seppo_resumes_mid_round_bit_for_bit(cache, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return forward(*args, **kwargs)
 
-    monkeypatch.setattr(training, "_forward", interrupted)
+    monkeypatch.setattr(training.sources, "_forward", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run(cfg, cache, tmp_path / "resumed", generators())
-    monkeypatch.setattr(training, "_forward", forward)
+    monkeypatch.setattr(training.sources, "_forward", forward)
     resumed, _ = run(cfg, cache, tmp_path / "resumed", generators())
     for key, value in straight.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key

@@ -70,7 +70,7 @@ def test_resume_after_interruption_gives_the_same_weights(cache, tmp_path, monke
     reference, reference_metrics = run(cfg, cache, tmp_path / "straight")
 
     calls = {"n": 0}
-    forward = training._forward
+    forward = training.sources._forward
 
     def interrupted(*args, **kwargs):
         calls["n"] += 1
@@ -78,10 +78,10 @@ def test_resume_after_interruption_gives_the_same_weights(cache, tmp_path, monke
             raise KeyboardInterrupt
         return forward(*args, **kwargs)
 
-    monkeypatch.setattr(training, "_forward", interrupted)
+    monkeypatch.setattr(training.sources, "_forward", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run(cfg, cache, tmp_path / "resumed")
-    monkeypatch.setattr(training, "_forward", forward)
+    monkeypatch.setattr(training.sources, "_forward", forward)
     resumed, metrics = run(cfg, cache, tmp_path / "resumed")
     for key in reference:
         assert torch.equal(reference[key], resumed[key]), key
@@ -136,7 +136,7 @@ def test_training_writes_only_safetensors_and_loads_states_weights_only(root):
                     f"{path}:{node.lineno}: torch.load without weights_only=True")
             if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.save":
                 saves.append((path.name, ast.unparse(node.args[1])))
-    assert saves == [("training.py", "tmp / 'optimizer.pt'"), ("training.py", "tmp / 'lr_scheduler.pt'")]
+    assert saves == [("loop.py", "tmp / 'optimizer.pt'"), ("loop.py", "tmp / 'lr_scheduler.pt'")]
 
 
 SEPPO = dict(objective="seppo", images="winners", losers="reference", reference="uniform", steps=6, batch_size=4,
@@ -177,7 +177,7 @@ def _arm(event: str, n: int) -> None:
         if count[0] == n:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    forward, save_file, save_pretrained, replace = (training._forward, training.save_file,
+    forward, save_file, save_pretrained, replace = (training.sources._forward, training.sources.save_file,
                                                     UNet2DConditionModel.save_pretrained, os.replace)
 
     def before_update(*args):
@@ -199,9 +199,10 @@ def _arm(event: str, n: int) -> None:
             reached()
 
     if event == "update":
-        training._forward = before_update
+        training.sources._forward = before_update
     elif event in ("pool", "checkpoint"):
-        training.save_file = after_weights_written
+        training.sources.save_file = after_weights_written  # the pool
+        training.loop.save_file = after_weights_written  # checkpoints
     elif event == "final save":
         UNet2DConditionModel.save_pretrained = after_unet_written
     elif event == "swap":
