@@ -75,8 +75,11 @@ def test_every_rule_depends_on_the_code_its_command_runs(root):
         missing = set(code_files(found.group(1), root)) - {str(f) for f in job.input}
         assert not missing, f"{job.rule.name} runs {sorted(missing)} but does not depend on them"
     train = code_files("train", root)
-    assert {"src/diffpo/step_aware.py", "src/diffpo/reward_models.py", "src/diffpo/scorers.py",
-            "src/diffpo/objectives.py", "src/diffpo/rollouts.py"} <= set(train)
+    assert {"src/diffpo/step_aware.py", "src/diffpo/reward_models.py", "src/diffpo/objectives.py",
+            "src/diffpo/rollouts.py"} <= set(train)
+    # ``from diffpo.scorers import Scorer`` runs the package's __init__, which imports every family
+    assert {f"src/diffpo/scorers/{m}.py" for m in ("__init__", "base", "loading", "pickscore", "hpsv2",
+                                                   "imagereward", "aesthetic", "registry")} <= set(train)
     # ``from diffpo.training import train`` runs the package's __init__, which imports every submodule
     assert {f"src/diffpo/training/{m}.py" for m in ("__init__", "loop", "reference", "sources")} <= set(train)
     assert "src/diffpo/diversity.py" in code_files("evaluate", root)
