@@ -61,7 +61,7 @@ def test_seeds_expand_every_trained_row_and_its_evaluation(root):
     assert sweep["tune"] == len(tiny["tuning"]["grids"]) * tiny["tuning"]["budget"] and "sample" not in sweep
 
 
-# ---------------------------------------------------------------- code inputs derived from cli.py
+# ---------------------------------------------------------------- code inputs derived from the cli package
 def test_every_rule_depends_on_the_code_its_command_runs(root):
     import re
 
@@ -95,25 +95,70 @@ def test_every_subcommand_has_derivable_code(root):
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command").choices
     for name, sub in commands.items():
-        assert sub.get_default("func").__name__ == "cmd_" + name.replace("-", "_"), name
-        assert {"src/diffpo/cli.py", "src/diffpo/__main__.py", "src/diffpo/__init__.py"} <= set(code_files(name, root))
+        func = sub.get_default("func")
+        assert func.__name__ == "cmd_" + name.replace("-", "_"), name
+        home = "src/" + func.__module__.replace(".", "/") + ".py"  # the cli module defining it
+        assert {home, "src/diffpo/cli/__init__.py", "src/diffpo/__main__.py", "src/diffpo/__init__.py"} <= set(
+            code_files(name, root)), name
+
+
+def test_a_command_does_not_depend_on_another_commands_module(root):
+    from diffpo.workflow import code_files
+
+    sample, train, tune = (set(code_files(c, root)) for c in ("sample", "train", "tune"))
+    assert "src/diffpo/cli/evaluation.py" in sample and "src/diffpo/cli/training.py" not in sample
+    assert "src/diffpo/cli/training.py" in train and "src/diffpo/cli/evaluation.py" not in train
+    # tune scores its samples with a helper of the evaluation module, and imports it where it uses it
+    assert {"src/diffpo/cli/training.py", "src/diffpo/cli/evaluation.py"} <= tune
+    assert not {"src/diffpo/cli/data.py", "src/diffpo/cli/reporting.py"} & (sample | train | tune)
+
+
+def test_cli_modules_hold_only_imports_constants_and_definitions_at_module_level(root):
+    """build_parser imports every module of the cli package; what a module runs when imported
+    (its module level) is then run by every command, and code_files counts it for its own only."""
+    import ast
+
+    for path in sorted((root / "src" / "diffpo" / "cli").glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.Assign, ast.AnnAssign)):
+                ast.literal_eval(node.value)  # a constant; raises otherwise
+            else:
+                assert isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef)) or (
+                    isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)), (
+                    f"{path.name}:{node.lineno}: module-level {type(node).__name__}")
 
 
 def _fake_package(tmp_path):
     files = {
         "__init__.py": "",
         "__main__.py": "from diffpo.cli import main\n",
-        "cli.py": (
+        "cli/__init__.py": (
             "import json\n"
             "from diffpo import config  # module level: every command\n\n"
-            "def _helper():\n    from diffpo.helpers import h\n\n"
+            "def _params():\n    from diffpo.settings import s\n\n"
             "def _unused():\n    from diffpo.unused import u\n\n"
-            "def cmd_go(args):\n    from diffpo.engine import run\n    _helper()\n\n"
-            "def cmd_other(args):\n    from diffpo.other import x\n\n"
-            "def main():\n    pass\n"
+            "def build_parser():\n    pass\n\n"
+            "def main():\n    build_parser()\n"
+        ),
+        "cli/go.py": (
+            "from diffpo.cli import _params\n"
+            "from diffpo.cli.shared import _shared as shared_helper\n\n"
+            "def _helper():\n    from diffpo.helpers import h\n\n"
+            "def _not_go():\n    from diffpo.unused import u\n\n"
+            "def cmd_go(args):\n    from diffpo.engine import run\n    _helper()\n    _params()\n    shared_helper()\n"
+        ),
+        "cli/shared.py": (
+            "def _shared():\n    from diffpo.shared_dep import x\n\n"
+            "def _not_shared():\n    from diffpo.unused import u\n"
+        ),
+        "cli/other.py": (
+            "from .shared import _shared  # relative, at module level: shared.py runs, none of its functions\n\n"
+            "def cmd_other(args):\n    from diffpo.other import x\n"
         ),
         "config.py": "import yaml\n",
+        "settings.py": "",
         "helpers.py": "",
+        "shared_dep.py": "",
         "unused.py": "",
         "other.py": "",
         "engine.py": (
@@ -146,19 +191,24 @@ def test_code_closure_follows_local_relative_and_subpackage_imports(tmp_path):
 
     package = _fake_package(tmp_path)
     assert [f.removeprefix("src/diffpo/") for f in code_files("go", tmp_path)] == [
-        "__init__.py", "__main__.py", "cli.py", "config.py", "engine.py", "helpers.py", "lazy.py", "sibling.py",
-        "sub/__init__.py", "sub/deep.py", "sub/impl.py", "table.yaml",
+        "__init__.py", "__main__.py", "cli/__init__.py", "cli/go.py", "cli/shared.py", "config.py", "engine.py",
+        "helpers.py", "lazy.py", "settings.py", "shared_dep.py", "sibling.py", "sub/__init__.py", "sub/deep.py",
+        "sub/impl.py", "table.yaml",
     ]
     assert [f.removeprefix("src/diffpo/") for f in code_files("other", tmp_path)] == [
-        "__init__.py", "__main__.py", "cli.py", "config.py", "other.py",
+        "__init__.py", "__main__.py", "cli/__init__.py", "cli/other.py", "cli/shared.py", "config.py", "other.py",
     ]
     with pytest.raises(ValueError, match="cmd_missing"):
         code_files("missing", tmp_path)
     before = code_digest("go", package)
-    (package / "unused.py").write_text("changed = True\n")
-    assert code_digest("go", package) == before
+    for unused in ("unused.py", "cli/other.py"):  # another command's module, a function go does not call
+        (package / unused).write_text((package / unused).read_text() + "changed = True\n")
+        assert code_digest("go", package) == before
     (package / "sub" / "deep.py").write_text("d = 2\n")
     assert code_digest("go", package) != before
+    (package / "cli" / "twice.py").write_text("def cmd_go(args):\n    pass\n")
+    with pytest.raises(ValueError, match="2 of its modules define cmd_go"):
+        code_files("go", tmp_path)
 
 
 def test_checkpoint_fingerprint_covers_the_code(tmp_path, monkeypatch):

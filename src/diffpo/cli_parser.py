@@ -1,8 +1,9 @@
 """The command line's parser: every subcommand and option, with its help (``python -m diffpo -h``).
 
-What each subcommand does is in cli.py: subcommand NAME runs ``cmd_NAME`` there (``-`` as
-``_``), the convention ``diffpo.workflow.code_files`` relies on. Paths in the help are the
-workflow's (tiny profile); README.md shows every stage's command as Snakemake runs it.
+What each subcommand does is in the cli package: subcommand NAME runs ``cmd_NAME`` (``-`` as
+``_``) of the one module of diffpo/cli/ that defines it, the convention ``diffpo.workflow.code_files``
+relies on. Paths in the help are the workflow's (tiny profile); README.md shows every stage's
+command as Snakemake runs it.
 """
 
 from __future__ import annotations

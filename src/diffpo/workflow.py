@@ -5,8 +5,8 @@ values as ``params:`` (so a change reruns exactly the jobs that read it), the CL
 stage only those keys, and the generated dvc.yaml lists the same keys per stage.
 dvc.yaml is generated from the Snakemake DAG (``python -m diffpo dvc-yaml``); a test
 checks that the committed file is current. ``code_files`` derives a rule's code inputs from
-the imports of its command in cli.py; ``dvc_commit`` records Snakemake's finished work in
-dvc.lock (Snakefile ``onsuccess``).
+the imports of its command's function in the cli package (diffpo/cli/); ``dvc_commit`` records
+Snakemake's finished work in dvc.lock (Snakefile ``onsuccess``).
 """
 
 from __future__ import annotations
@@ -304,11 +304,17 @@ def dvc_yaml(root: Path, targets: list[str]) -> str:
 
 # ---------------------------------------------------------------- the code each command runs
 # A rule's code inputs and a training run's checkpoint fingerprint are the package files its
-# command runs: the command's function in cli.py (and the cli.py helpers it uses), then every
-# package module those import, transitively (module-level and function-local imports alike),
-# and the package data files (paper_numbers.yaml) those modules name.
+# command runs. In the cli package (diffpo/cli/): the module defining the command's function
+# ``cmd_NAME``, the definitions it refers to there, those it imports from other modules of the
+# package (transitively), every module-level statement of the modules so reached, and the
+# package's ``main`` and ``build_parser`` (cli/__init__.py). build_parser imports every module
+# of the package by name (importlib), to find ``cmd_NAME``; their module level is imports and
+# constants only (a test checks), so a command does not depend on another command's module.
+# Then every package module those definitions import, transitively (module-level and
+# function-local imports alike), and the package data files (paper_numbers.yaml) they name.
 PACKAGE = "diffpo"
-ALWAYS_RUN = ("main", "build_parser")  # cli.py functions every command runs (not followed: they name every cmd_)
+CLI = f"{PACKAGE}.cli"
+ALWAYS_RUN = ("main", "build_parser")  # cli/__init__.py functions every command runs
 
 
 def code_files(command: str, root: Path) -> list[str]:
@@ -335,37 +341,84 @@ def code_digest(command: str, package_dir: Path | None = None) -> str:
 def command_sources(command: str, package_dir: Path) -> list[Path]:
     """Sorted paths of the package files that subcommand ``command`` (e.g. ``pretrain-unet``) runs."""
     package_dir = Path(package_dir)
-    cli = package_dir / "cli.py"
-    tree = _parse(cli)
-    defs = {node.name: node for node in tree.body
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    cli = _CliPackage(package_dir)
     entry = "cmd_" + command.replace("-", "_")
-    if entry not in defs:
-        raise ValueError(f"unknown diffpo subcommand {command!r}: {cli} has no function {entry}()")
-    used, todo = set(), [entry]
-    while todo:  # the command's function and the cli.py functions and classes it refers to
-        name = todo.pop()
-        if name not in used:
-            used.add(name)
-            todo += [n.id for n in ast.walk(defs[name]) if isinstance(n, ast.Name) and n.id in defs]
-    nodes = [node for node in tree.body if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
-    nodes += [defs[name] for name in used | {n for n in ALWAYS_RUN if n in defs}]
-    modules = {f"{PACKAGE}.__main__", f"{PACKAGE}.cli"}
-    for node in nodes:
-        modules.update(_imported(node, f"{PACKAGE}.cli", package_dir, is_package=False))
+    homes = [name for name in cli.commands if entry in cli.defs[name]]
+    if len(homes) != 1:
+        where = f"{len(homes)} of its modules define" if homes else "no module of it defines"
+        raise ValueError(f"unknown diffpo subcommand {command!r}: {cli.directory} has {where} {entry}()")
+    pending = [f"{PACKAGE}.__main__"]  # modules outside the cli package that run
+    loaded: set[str] = set()  # modules of the cli package that run
+
+    def load(module: str) -> None:  # a cli module runs: its module-level statements
+        if module not in loaded:
+            loaded.add(module)
+            for node in cli.trees[module].body:
+                if not isinstance(node, _DEFINITIONS):
+                    follow(node, module)
+
+    def follow(node: ast.AST, module: str) -> None:  # the modules a node imports
+        for imported in _imported(node, module, package_dir, module == CLI):
+            if imported in cli.trees:
+                load(imported)
+            else:
+                pending.append(imported)
+
+    used, todo = set(), [(CLI, name) for name in ALWAYS_RUN if name in cli.defs[CLI]] + [(homes[0], entry)]
+    while todo:  # the command's function and the definitions it refers to, in its module or imported from another
+        module, name = todo.pop()
+        if (module, name) in used:
+            continue
+        used.add((module, name))
+        load(module)
+        node = cli.defs[module][name]
+        follow(node, module)
+        for ref in {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}:
+            if ref in cli.defs[module]:
+                todo.append((module, ref))
+            elif ref in cli.aliases[module]:
+                todo.append(cli.aliases[module][ref])
     files: set[Path] = set()
-    todo = list(modules)
-    while todo:  # every package module those import, transitively
-        module = todo.pop()
+    while pending:  # every package module those import, transitively
+        module = pending.pop()
+        if module in cli.trees:  # a cli module imported from outside the package (__main__): its module level
+            load(module)
+            continue
         path = _module_file(module, package_dir)
         if path is None or path in files:
             continue
         files.add(path)
-        todo += _parents(module)
-        if path != cli:  # cli.py's imports: only those of the command's functions (above)
-            todo += _imported(_parse(path), _module_name(path, package_dir), package_dir, path.name == "__init__.py")
+        pending += _parents(module)
+        pending += _imported(_parse(path), _module_name(path, package_dir), package_dir, path.name == "__init__.py")
+    files |= {cli.files[module] for module in loaded}
     sources = [p for p in files if p.suffix == ".py"]
     return sorted(files | set(_data_files(sources, package_dir)))
+
+
+_DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+class _CliPackage:
+    """The modules of the cli package, parsed: their top-level definitions, and the names they
+    import from one another (``from diffpo.cli.evaluation import _world``: _world there)."""
+
+    def __init__(self, package_dir: Path):
+        self.directory = package_dir / "cli"
+        self.files = {CLI: self.directory / "__init__.py"}
+        self.files |= {f"{CLI}.{p.stem}": p for p in sorted(self.directory.glob("*.py")) if p.stem != "__init__"}
+        self.commands = [name for name in self.files if name != CLI]  # where ``cmd_NAME`` may be
+        self.trees = {name: _parse(path) for name, path in self.files.items()}
+        self.defs = {name: {n.name: n for n in tree.body if isinstance(n, _DEFINITIONS)}
+                     for name, tree in self.trees.items()}
+        self.aliases: dict[str, dict[str, tuple[str, str]]] = {}
+        for name, tree in self.trees.items():
+            self.aliases[name] = {}
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom):
+                    base = _absolute(node, name, name == CLI)
+                    for alias in node.names:
+                        if alias.name in self.defs.get(base, {}):
+                            self.aliases[name][alias.asname or alias.name] = (base, alias.name)
 
 
 def _imported(node: ast.AST, importer: str, package_dir: Path, is_package: bool) -> set[str]:
@@ -375,15 +428,20 @@ def _imported(node: ast.AST, importer: str, package_dir: Path, is_package: bool)
         if isinstance(n, ast.Import):
             out.update(a.name for a in n.names if _ours(a.name))
         elif isinstance(n, ast.ImportFrom):
-            base = n.module or ""
-            if n.level:  # relative: from the importing module's package
-                anchor = importer.split(".") if is_package else importer.split(".")[:-1]
-                anchor = anchor[: len(anchor) - (n.level - 1)]
-                base = ".".join(anchor + ([n.module] if n.module else []))
+            base = _absolute(n, importer, is_package)
             if _ours(base):
                 out.add(base)
                 out.update(f"{base}.{a.name}" for a in n.names if _module_file(f"{base}.{a.name}", package_dir))
     return out
+
+
+def _absolute(node: ast.ImportFrom, importer: str, is_package: bool) -> str:
+    """The module a ``from ... import`` names, a relative one resolved from the importing module's package."""
+    if not node.level:
+        return node.module or ""
+    anchor = importer.split(".") if is_package else importer.split(".")[:-1]
+    anchor = anchor[: len(anchor) - (node.level - 1)]
+    return ".".join(anchor + ([node.module] if node.module else []))
 
 
 def _ours(module: str) -> bool:

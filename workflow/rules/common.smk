@@ -39,7 +39,7 @@ CLI = "python -m diffpo"
 
 
 def code(command, *unexpected):
-    """The package files ``python -m diffpo COMMAND`` runs (derived from cli.py's imports by
+    """The package files ``python -m diffpo COMMAND`` runs (derived from the cli package's imports by
     diffpo.workflow.code_files): a rule reruns when they change, in Snakemake as in DVC."""
     if unexpected:
         raise ValueError(f"code{(command, *unexpected)}: pass the rule's subcommand only, e.g. code('train')")

@@ -1,0 +1,144 @@
+"""Reports and the workflow's bookkeeping: tables, claims, figures, the benchmark and the compute
+budget, dvc.yaml and dvc.lock, the rendered documents and the timings."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from diffpo.cli import _params, _set_torch_threads
+
+
+TABLES = {
+    "table1": ("Table 1: preference optimisation methods",
+               "Paper: SePPO Table 1 (SD-1.5, Pick-a-Pic validation_unique)"),
+    "table4": ("Table 4: SePPO ablations (AAF and reference strategy)",
+               "Paper: SePPO Table 4 (SD-1.5, Pick-a-Pic validation_unique)"),
+    "see_dpo": ("SEE-DPO: base methods and their self-entropy-enhanced variants",
+                "Paper: SEE-DPO's tables are not available to this project, only relative claims (SEE-SPO vs SPO: "
+                "PickScore +1.8 %, HPS +7.9 %, ImageReward +206.3 %; every SEE model more diverse on all six "
+                "metrics), so no paper cells. Diversity: between the images of one prompt (docs/metrics.md); "
+                "↑/↓: the direction that means more diverse"),
+}
+
+
+def cmd_table(args):
+    from diffpo.artifacts import score_table, write_table
+    from diffpo.files import atomic_write_text
+
+    rows = list(dict.fromkeys(name for name, _ in args.scores))
+    p = _params(args, "table", table=args.table, rows=rows)
+    files = _grouped(args.scores)
+    diversity = _grouped(args.diversity) if args.diversity else None
+    labels = {"base": "Base model", **{m: p["methods"][m]["label"] for m in rows if m != "base"}}
+    table = score_table(files, labels, args.table, diversity_files=diversity)
+    title, paper = TABLES[args.table]
+    note = (
+        "Δ is paired with the base model on the same training seeds, prompts and evaluation noise. In the tiny profile, GT columns are the world's hidden raters and "
+        "the learned-scorer columns are stand-ins of the same families trained in the pipeline, so their scale "
+        f"is not the paper's. {paper}; an empty paper cell means the paper reports no number for that row. Scorers:"
+    )
+    write_table(table, Path(args.csv), Path(args.md), title, note)
+    summary = {r["method"]: {k: r[k] for k in r if k.endswith(("_mean", "_low", "_high", "_delta"))}
+               for r in table.to_dict("records")}
+    atomic_write_text(args.json, json.dumps(summary, indent=2) + "\n")
+    print(Path(args.md).read_text())
+
+
+def cmd_claims(args):
+    p = _params(args, "claims")
+    from diffpo.claims import ResultFiles, claims_markdown, evaluate_claims, load_claims
+    from diffpo.files import atomic_write_text
+
+    files = ResultFiles(Path(args.results), p["seeds"], p["sample"]["prompt_set"])
+    table = evaluate_claims(load_claims(Path(args.claims)), p, files)
+    atomic_write_text(args.csv, table.to_csv(index=False, float_format="%.6g"))
+    atomic_write_text(args.md, claims_markdown(table, p["seeds"], p["sample"]["prompt_set"]))
+    print(Path(args.md).read_text())
+
+
+def _grouped(named_paths) -> dict[str, list[Path]]:
+    """METHOD=PATH arguments, one per training seed, grouped by method (in order)."""
+    out: dict[str, list[Path]] = {}
+    for name, path in named_paths:
+        out.setdefault(name, []).append(path)
+    return out
+
+
+def cmd_figures(args):
+    from diffpo.artifacts import plot_training_curves
+
+    methods = [name for name, _ in args.metrics]
+    p = _params(args, "figures", methods=methods)
+    labels = {m: p["methods"][m]["label"] for m in methods}
+    files = dict(args.metrics)
+    plot_training_curves(files, labels, Path(args.out))
+
+
+def cmd_benchmark(args):
+    from diffpo.config import load_params
+
+    params = load_params(args.params)
+    _set_torch_threads()
+    from diffpo.benchmark import report, run
+
+    figures = run(params, repeats=args.repeats, source=args.source, split=args.split)
+    if args.out:
+        from diffpo.files import atomic_write_text
+
+        atomic_write_text(args.out, json.dumps(figures, indent=2) + "\n")
+    print(report(figures))
+
+
+def cmd_compute_budget(args):
+    from diffpo.budget import compute_budget
+    from diffpo.config import load_params, read_yaml
+    from diffpo.files import atomic_write_text
+
+    text = compute_budget(load_params(args.params, profile="paper"), json.loads(Path(args.benchmark).read_text()),
+                          read_yaml(Path(args.assumptions)), args.benchmark)
+    atomic_write_text(args.out, text)
+    print(text)
+
+
+def cmd_dvc_yaml(args):
+    from diffpo.workflow import dvc_yaml
+
+    text = dvc_yaml(Path(args.root).resolve(), args.targets)
+    if args.check:
+        current = (Path(args.root) / "dvc.yaml").read_text()
+        if current != text:
+            sys.exit("dvc.yaml is out of date: run `python -m diffpo dvc-yaml > dvc.yaml`")
+        print("dvc.yaml is current")
+    else:
+        sys.stdout.write(text)
+
+
+def cmd_dvc_commit(args):
+    from diffpo.workflow import dvc_commit
+
+    for warning in dvc_commit(Path(args.root), args.targets):
+        print(f"warning: {warning}", file=sys.stderr)
+
+
+def cmd_render_docs(args):
+    from diffpo.reporting import render_documents
+
+    stale = render_documents(Path(args.root), check=args.check)
+    if args.check and stale:
+        sys.exit(f"out of date with results/: {', '.join(stale)}; run `python -m diffpo render-docs`")
+    print("documents agree with results/" if args.check else f"rendered: {', '.join(stale) or 'nothing changed'}")
+
+
+def cmd_timings(args):
+    from diffpo.files import atomic_write_text
+    from diffpo.reporting import timings_markdown
+
+    # The latest log of a run that executed jobs (building a DAG, as dvc-commit does, logs too).
+    logs = [log for log in sorted(Path(args.root, ".snakemake/log").glob("*.snakemake.log")) if "Finished jobid" in log.read_text()]
+    log = Path(args.snakemake_log) if args.snakemake_log else (logs[-1] if logs else None)
+    if log is None:
+        sys.exit("no Snakemake log in .snakemake/log: run the workflow first")
+    atomic_write_text(args.out, timings_markdown(Path(args.root), log))
+    print(Path(args.out).read_text())
