@@ -86,11 +86,12 @@ def test_an_unknown_method_fails_before_torch_is_imported(project):
     probe = ("import sys\nfrom diffpo.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
              "    print('torch' in sys.modules, e.code)\n")
     path = os.pathsep.join([str(Path(diffpo.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])
-    done = subprocess.run([sys.executable, "-c", probe, "train", "--method", "nosuch", "--base", "b", "--cache", "c",
+    done = subprocess.run([sys.executable, "-c", probe, "train", "--method", "nosuch", "--seed", "0", "--base", "b", "--cache", "c",
                            "--work", "w", "--out", "o", "--metrics", "m"], cwd=project, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": path}, timeout=60)
     assert done.stdout == "False 1\n"
-    assert re.fullmatch(r"diffpo train: error: unknown method 'nosuch'; params.yaml defines: .*sft_w.*\n", done.stderr)
+    assert re.fullmatch(r"diffpo train: error: unknown run 'nosuch': not a method of params.yaml nor a variant its "
+                        r"experiments declare \(.*seppo_w__round_updates120.*\)\n", done.stderr)
 
 
 def test_missing_weights_are_one_clear_message(project, capsys):

@@ -40,14 +40,14 @@ def _train(method: str, cache_dir, work, rollout_prompts: int) -> dict:
     return {k: v.detach().clone() for k, v in unet.state_dict().items()}
 
 
-def _worker(rank: int, world: int, port: int, method: str, cache_dir, work, out):
+def _worker(rank: int, world: int, port: int, method: str, cache_dir, work, out, rollout_prompts: int):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
     from accelerate import PartialState
 
     state = PartialState(cpu=True)
     assert state.num_processes == world and state.backend == "gloo"
-    weights = _train(method, cache_dir, work, rollout_prompts=2)
+    weights = _train(method, cache_dir, work, rollout_prompts)
     if state.is_main_process:
         torch.save(weights, out)
     state.wait_for_everyone()
@@ -62,12 +62,15 @@ def _free_port() -> int:
 
 @pytest.mark.parametrize("method", ["diffusion_dpo", "d3po"])
 def test_two_processes_train_the_weights_of_one_with_the_same_global_batch(cache, tmp_path, method):
-    two = tmp_path / "two.pt"
-    mp.start_processes(_worker, args=(2, _free_port(), method, cache.cache_dir, tmp_path / "two", two), nprocs=2,
+    # Each run in fresh processes: accelerate's state is per process, and this test's bf16 would
+    # clash with a state another test left behind in the pytest process.
+    two, one = tmp_path / "two.pt", tmp_path / "one.pt"
+    mp.start_processes(_worker, args=(2, _free_port(), method, cache.cache_dir, tmp_path / "two", two, 2), nprocs=2,
                        start_method="spawn")
     # one process: the same 8 (4) examples per update, 4 (2) micro-steps; the same 4 rollout prompts
-    one = _train(method, cache.cache_dir, tmp_path / "one", rollout_prompts=4)
-    two = torch.load(two, weights_only=True)
+    mp.start_processes(_worker, args=(1, _free_port(), method, cache.cache_dir, tmp_path / "one", one, 4), nprocs=1,
+                       start_method="spawn")
+    one, two = torch.load(one, weights_only=True), torch.load(two, weights_only=True)
     start = tiny_unet().state_dict()
     moved = [k for k in one if not torch.equal(one[k], start[k])]
     assert moved, "training changed nothing: the comparison would prove nothing"
