@@ -131,3 +131,17 @@ def test_gpu_smoke_refuses_without_cuda_and_runs_tiny(root):
     for method in ("diffusion_dpo", "seppo", "d3po"):
         assert report[method]["pairs_per_s"] > 0
     assert report["sampling"]["images_per_s"] > 0 and report["scoring"]["finite"]
+
+
+def test_paper_see_dpo_diversity_has_its_own_multi_image_protocol(root):
+    """The paper profile evaluates with one image a prompt (SePPO's protocol); the SEE-DPO table's
+    diversity columns come from a prompt set with several images a prompt."""
+    paper = load_params(root / "params.yaml", profile="paper")
+    assert paper["sample"]["images_per_prompt"] == 1
+    diversity_set = paper["tables"]["see_dpo"]["diversity_prompt_set"]
+    assert paper["prompt_sets"][diversity_set]["images_per_prompt"] > 1
+    jobs = snakemake_jobs(root, ["results/see_dpo.csv"], {"profile": "paper"})
+    table = next(job for job in jobs if job.rule.name == "table")
+    assert f"/{diversity_set}.parquet" in table.shellcmd.split("--diversity", 1)[1]
+    sampled = {job.wildcards["prompt_set"] for job in jobs if job.rule.name == "sample"}
+    assert sampled == {paper["sample"]["prompt_set"], diversity_set}

@@ -120,9 +120,16 @@ def diversity(model, seed, prompt_set=PROMPT_SET):
     return f"results/diversity/{model}/seed{seed}/{prompt_set}.parquet"
 
 
+def diversity_set(table):
+    """The prompt set of a table's diversity columns (none for a table without them)."""
+    return config["tables"][table].get("diversity_prompt_set")
+
+
 def per_seed(files, models, prompt_set=PROMPT_SET):
     """``files(model, seed)`` for every model and training seed, as the table command's
-    METHOD=PATH arguments (one per seed) and as the rule's input list."""
+    METHOD=PATH arguments (one per seed) and as the rule's input list (none without a prompt set)."""
+    if prompt_set is None:
+        return [], ""
     pairs = [(m, files(m, s, prompt_set)) for m in models for s in SEEDS]
     return [path for _, path in pairs], " ".join(f"{m}={path}" for m, path in pairs)
 

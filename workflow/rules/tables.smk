@@ -7,7 +7,7 @@ rule table:
     input:
         code("table"),
         scores=lambda wc: per_seed(scores, table_rows(wc.table))[0],
-        diversity=lambda wc: per_seed(diversity, table_rows(wc.table))[0] if wc.table == "see_dpo" else [],
+        diversity=lambda wc: per_seed(diversity, table_rows(wc.table), diversity_set(wc.table))[0],
     output:
         csv="results/{table}.csv",
         md="results/{table}.md",
@@ -23,7 +23,9 @@ rule table:
         values=lambda wc: select(config, keys("table", table=wc.table, rows=table_rows(wc.table))),
         scores=lambda wc: per_seed(scores, table_rows(wc.table))[1],
         diversity=lambda wc: (
-            f"--diversity {per_seed(diversity, table_rows(wc.table))[1]}" if wc.table == "see_dpo" else ""
+            f"--diversity {per_seed(diversity, table_rows(wc.table), diversity_set(wc.table))[1]}"
+            if diversity_set(wc.table)
+            else ""
         ),
     shell:
         "python -m diffpo table --table {wildcards.table} --scores {params.scores} {params.diversity}"

@@ -15,7 +15,9 @@ def cmd_sample(args):
     from diffpo.config import SampleConfig, build
 
     p = _params(args, "sample", prompt_set=args.prompt_set)
-    cfg = build(SampleConfig, p["sample"])
+    spec = p["prompt_sets"][args.prompt_set]
+    # a prompt set may set its own protocol: more images a prompt (diversity), its first N prompts
+    cfg = build(SampleConfig, {**p["sample"], **{k: spec[k] for k in ("images_per_prompt",) if k in spec}})
     _set_torch_threads()
     from diffpo.files import write_parquet
     from diffpo.models import load_pipeline, load_sampling_scheduler
@@ -23,7 +25,7 @@ def cmd_sample(args):
     from diffpo.sources import read_prompts
 
     pipe = load_pipeline(args.base, unet_source=args.unet)
-    prompts = read_prompts(p["prompt_sets"][args.prompt_set])
+    prompts = read_prompts(spec)[: spec.get("max_prompts")]
     samples = generate(pipe, load_sampling_scheduler(args.base, cfg.scheduler), prompts, cfg, args.seed)
     write_parquet(samples, Path(args.out))
     print(f"{len(samples)} images for {len(prompts)} prompts of {args.prompt_set}")
