@@ -35,7 +35,7 @@ def test_every_tuned_method_gets_the_same_budget_on_a_set_no_table_reports():
     assert grids and all(len(grid_points(params, m)) == params["tuning"]["budget"] for m in grids)
     assert params["tuning"]["prompt_set"] != params["sample"]["prompt_set"]
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["tuning"]["grids"]["tiny"]["sft_w"]["learning_rate"].append(1.0e-2)
+    raw["tuning"]["grids"]["sft_w"]["tiny"]["learning_rate"].append(1.0e-2)
     with pytest.raises(TuningError, match=r"tuning.grids.sft_w: 5 grid points; every method gets the same budget"):
         resolve_params(raw, load_schema())
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())

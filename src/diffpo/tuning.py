@@ -25,7 +25,8 @@ class TuningError(UserError, ValueError):
 
 
 def grids(params: dict) -> dict[str, dict]:
-    return params["tuning"]["grids"] or {}
+    """The tuned methods' grids (a method whose grid is null in this profile is not tuned)."""
+    return {m: g for m, g in (params["tuning"]["grids"] or {}).items() if g is not None}
 
 
 def grid_points(params: dict, method: str) -> list[dict]:

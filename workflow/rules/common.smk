@@ -12,6 +12,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from diffpo.config import PROFILE_VARIABLE, command_line_profile, load_params, method_judges, select
 from diffpo.experiments import all_runs, curve_runs, resolve_run
 from diffpo.tuning import grid_points
+from diffpo.tuning import grids as tuning_grids
 from diffpo.workflow import code_files, stage_keys, tune_keys
 
 # `--config profile=paper` picks the profile; the jobs' own `python -m diffpo` read it from
@@ -144,7 +145,7 @@ def claims_inputs():
 
 # ---------------------------------------------------------------- tuning (rules/tuning.smk)
 def tuned_methods():
-    return list(config["tuning"]["grids"] or {})
+    return list(tuning_grids(config))
 
 
 def grid_results(method):

@@ -104,10 +104,15 @@ def cmd_tune(args):
     _set_torch_threads()
     from diffpo.files import atomic_write_text
     from diffpo.training import TrainingDiverged
-    from diffpo.tuning import grid_points
+    from diffpo.tuning import grid_points, grids
 
     tuning = p["tuning"]
-    overrides = _origin_selection(p, args) | grid_points(p, args.method)[args.point]
+    if args.method not in grids(p):
+        raise UserError(f"{args.method} has no tuning grid in this profile (params.yaml tuning.grids)")
+    points = grid_points(p, args.method)
+    if not 0 <= args.point < len(points):
+        raise UserError(f"--point {args.point}: {args.method}'s grid has points 0 to {len(points) - 1}")
+    overrides = _origin_selection(p, args) | points[args.point]
     start = time.time()
     try:
         unet, _ = _train_run(p, args.method, tuning["seed"], overrides, args, "tune")
