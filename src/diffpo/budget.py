@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+from diffpo import recipes
 from diffpo.config import build, method_settings, TrainConfig
 
 
@@ -98,8 +99,9 @@ def compute_budget(params: dict, figures: dict, assumed: dict, benchmark_path: s
     sampling = prompts * sample["num_inference_steps"] * 2  # forwards per model: guidance doubles the batch
     models = {}
     for method in params["methods"]:
-        cfg = build(TrainConfig, method_settings(params, method))
-        gpus = assumed["gpus_per_run"].get(cfg.objective, assumed["gpus_per_run"]["default"])
+        gpus = assumed["gpus_per_run"].get(params["methods"][method]["objective"], assumed["gpus_per_run"]["default"])
+        # the accumulation the trainer derives from the effective batch on this many GPUs (diffpo.recipes)
+        cfg = recipes.resolve(build(TrainConfig, method_settings(params, method)), gpus)
         f = run_forwards(cfg, gpus, ratios.get(cfg.objective, 1.0))
         pool = math.ceil(cfg.steps / cfg.round_updates) if cfg.losers == "reference" else 0
         storage = unet_params * ckpt["weight_bytes"] * (3 * ckpt["keep"] + pool + 1)
@@ -126,6 +128,8 @@ def compute_budget(params: dict, figures: dict, assumed: dict, benchmark_path: s
              f"on the tiny model ({figures['environment']['device']}, {figures['environment']['threads']} threads); "
              "the floor itself is assumed to scale with FLOPs.",
              "- Not counted: scorers, VAE decoding of rollouts and samples, checkpoint writes, data loading.",
+             f"- Training seeds: {len(params['seeds'])} (params.yaml `seeds`); every figure below is for one seed "
+             "and scales with the number of seeds.",
              f"- Evaluation: {prompts} images per model ({sample['prompt_set']}), {sample['num_inference_steps']} steps.", "",
              "## Per method", "",
              "| method | GPUs | examples | step / floor | training GPU-h | generation GPU-h | checkpoints |",
