@@ -91,6 +91,9 @@ class ResultFiles:
     def diversity(self, run: str, prompt_set: str | None = None) -> list[Path]:
         return [self.root / "diversity" / run / f"seed{s}" / f"{prompt_set or self.prompt_set}.parquet" for s in self.seeds]
 
+    def samples(self, run: str, prompt_set: str | None = None) -> list[Path]:
+        return [self.root / "samples" / run / f"seed{s}" / f"{prompt_set or self.prompt_set}.parquet" for s in self.seeds]
+
     def curve(self, run: str) -> list[Path]:
         return [self.root / "curves" / run / f"seed{s}.parquet" for s in self.seeds]
 

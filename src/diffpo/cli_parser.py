@@ -152,6 +152,10 @@ def build_parser(command: Callable[[str], Callable], tables: list[str]) -> argpa
                   ("--out", "the figure to write, without suffix: .png and .pdf (results/figures/training_curves)"))
     figures.add_argument("--metrics", nargs="+", required=True, type=named_path, metavar="METHOD=PATH",
                          help="each method's metrics.csv (from train)")
+    figure = add("figure", "draw one figure of the papers from files under results/ only (workflow/artifacts.yaml)",
+                 ("--figure", "the figure's id, e.g. seppo_fig2 (diffpo.figures.FIGURES; workflow/artifacts.yaml)"),
+                 ("--out", "the figure to write, without suffix: .png and .pdf (results/figures/ID)"))
+    figure.add_argument("--results", default="results", help="the results folder read (default: %(default)s)")
     bench = add("benchmark", "print the speed and memory of training steps and sampling", parents=(debug,))
     bench.add_argument("--params", default="params.yaml", help="the settings file (default: %(default)s)")
     bench.add_argument("--repeats", type=int, default=10, help="timed repetitions of each step (default: %(default)s)")

@@ -57,6 +57,7 @@ STAGE_PARAMS: dict[str, Callable[..., list[str]]] = {
                                  "experiments.curves.images_per_prompt", "world.alignment_weight",
                                  "world.aesthetic_weight", "scorers.names", "scorers.batch_size", "scorers.sources"],
     "claims": lambda: ["seeds", "sample.prompt_set", "experiments", "methods", "train"],
+    "figure": lambda: ["seeds", "sample.prompt_set", "experiments", "methods", "train"],
     "table": lambda table, rows: [f"tables.{table}"] + [f"methods.{m}.label" for m in rows if m != "base"],
     "figures": lambda methods: [f"methods.{m}.label" for m in methods],
 }

@@ -164,3 +164,21 @@ def tuning_metric_scorer():
     """The stand-in scorer the tuning metric reads (none for a ground-truth metric)."""
     metric = config["tuning"]["metric"]
     return [] if metric.startswith("gt_") or not TINY else [f"results/scorers/{metric}"]
+
+
+# ---------------------------------------------------------------- figures (workflow/artifacts.yaml)
+def figure_ids():
+    """The figures the catalogue lists whose runs these settings define (diffpo.figures draws each)."""
+    import yaml
+
+    from diffpo.figures import available
+
+    artifacts = yaml.safe_load((ROOT / "workflow" / "artifacts.yaml").read_text())["artifacts"]
+    return [a["figure"] for a in artifacts if a["kind"] == "figure" and available(a["figure"], config)]
+
+
+def figure_inputs(figure):
+    from diffpo.claims import ResultFiles
+    from diffpo.figures import required_files
+
+    return required_files(figure, config, ResultFiles(Path("results"), SEEDS, PROMPT_SET))

@@ -70,3 +70,25 @@ rule claims:
         values=values("claims"),
     shell:
         "python -m diffpo claims --claims {input.claims} --results results --csv {output.csv} --md {output.md} --log {log}"
+
+
+# The papers' figures (workflow/artifacts.yaml), each from files under results/ only.
+rule figure:
+    input:
+        code("figure"),
+        results=lambda wc: figure_inputs(wc.figure),
+    output:
+        png="results/figures/{figure}.png",
+        pdf="results/figures/{figure}.pdf",
+    log:
+        "logs/figure/{figure}.log",
+    wildcard_constraints:
+        figure="|".join(figure_ids()),
+    conda:
+        "../envs/diffpo.yaml"
+    params:
+        param_keys=keys("figure"),
+        values=values("figure"),
+    shell:
+        "python -m diffpo figure --figure {wildcards.figure} --results results --out results/figures/{wildcards.figure}"
+        " --log {log}"

@@ -76,6 +76,16 @@ def cmd_figures(args):
     plot_training_curves(files, labels, Path(args.out))
 
 
+def cmd_figure(args):
+    p = _params(args, "figure")
+    from diffpo.claims import ResultFiles
+    from diffpo.figures import draw
+
+    files = ResultFiles(Path(args.results), p["seeds"], p["sample"]["prompt_set"])
+    draw(args.figure, p, files, Path(args.out))
+    print(f"wrote {args.out}.png and {args.out}.pdf")
+
+
 def cmd_benchmark(args):
     from diffpo.config import load_params
 
