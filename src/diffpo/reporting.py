@@ -69,6 +69,22 @@ def claims(root: Path) -> str:
     return body.split("\n## Comparisons")[0].strip() + "\n\nEvery comparison, its effect and interval: `results/claims.md`."
 
 
+def artifacts(root: Path) -> str:
+    """The catalogue of every table and figure (workflow/artifacts.yaml) with its command and state."""
+    import yaml
+
+    rows = yaml.safe_load((root / "workflow/artifacts.yaml").read_text())["artifacts"]
+    lines = ["| paper | artifact | file | command | in the committed results |", "|---|---|---|---|---|"]
+    for a in rows:
+        target = a.get("target")
+        if target is None:
+            lines.append(f"| {a['paper']} | {a['reproduces']} | — | — | {a.get('status', 'not built')} |")
+            continue
+        built = "yes" if (root / target).is_file() else "not yet"
+        lines.append(f"| {a['paper']} | {a['reproduces']} | `{target}` | `snakemake --cores all {target}` | {built} |")
+    return "\n".join(lines)
+
+
 def tuning(root: Path) -> str:
     path = root / "results/tuning/selection.md"
     if not path.is_file():
@@ -81,6 +97,7 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
     "world-facts": world_facts,
     "timings": timings,
     "claims": claims,
+    "artifacts": artifacts,
     "tuning": tuning,
     **{name: (lambda root, n=name: _markdown_table(root / f"results/{n}.md"))
        for name in ("table1", "table4", "see_dpo", "scorer_accuracy")},
