@@ -152,6 +152,11 @@ def test_snakemake_builds_everything_and_dvc_reproduces_it(project):
     assert verdicts["aaf_rate_and_score_rise"] != "not evaluated" and verdicts["spin_beats_diffusion_dpo"] == "not evaluated"
     assert "**Rule.**" in (project / "results/claims.md").read_text()
 
+    # The report: every artifact under its category, with its caption from workflow/artifacts.yaml.
+    run(["snakemake", "--report", "results/report.html"], project)
+    report = (project / "results/report.html").read_text()
+    assert "every method on the reported prompts" in report and "seppo_grid" in report
+
     # Snakemake's finished work is current for DVC: its onsuccess handler recorded it in dvc.lock.
     assert "dvc.lock: recorded" in (project / "logs/dvc_commit.log").read_text()
     assert dvc_status(project) == set()

@@ -182,3 +182,12 @@ def figure_inputs(figure):
     from diffpo.figures import required_files
 
     return required_files(figure, config, ResultFiles(Path("results"), SEEDS, PROMPT_SET))
+
+
+def artifact_caption(target):
+    """The caption workflow/artifacts.yaml gives the artifact written to ``target`` (the report's)."""
+    import yaml
+
+    artifacts = yaml.safe_load((ROOT / "workflow" / "artifacts.yaml").read_text())["artifacts"]
+    found = [a for a in artifacts if a.get("target") == target]
+    return f"{found[0]['reproduces']}. {found[0]['caption']}" if found else ""

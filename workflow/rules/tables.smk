@@ -10,7 +10,7 @@ rule table:
         diversity=lambda wc: per_seed(diversity, table_rows(wc.table), diversity_set(wc.table))[0],
     output:
         csv="results/{table}.csv",
-        md="results/{table}.md",
+        md=report("results/{table}.md", caption="../report/artifact.rst", category="Tables", subcategory="{table}"),
         json="results/metrics/{table}.json",
     log:
         "logs/{table}.log",
@@ -19,6 +19,7 @@ rule table:
     conda:
         "../envs/diffpo.yaml"
     params:
+        caption=lambda wc: artifact_caption(f"results/{wc.table}.md"),
         param_keys=lambda wc: keys("table", table=wc.table, rows=table_rows(wc.table)),
         values=lambda wc: select(config, keys("table", table=wc.table, rows=table_rows(wc.table))),
         scores=lambda wc: per_seed(scores, table_rows(wc.table))[1],
@@ -60,12 +61,13 @@ rule claims:
         results=claims_inputs(),
     output:
         csv="results/claims.csv",
-        md="results/claims.md",
+        md=report("results/claims.md", caption="../report/artifact.rst", category="Claims"),
     log:
         "logs/claims.log",
     conda:
         "../envs/diffpo.yaml"
     params:
+        caption=artifact_caption("results/claims.md"),
         param_keys=keys("claims"),
         values=values("claims"),
     shell:
@@ -78,7 +80,12 @@ rule figure:
         code("figure"),
         results=lambda wc: figure_inputs(wc.figure),
     output:
-        png="results/figures/{figure}.png",
+        png=report(
+            "results/figures/{figure}.png",
+            caption="../report/artifact.rst",
+            category="Figures",
+            subcategory="{figure}",
+        ),
         pdf="results/figures/{figure}.pdf",
     log:
         "logs/figure/{figure}.log",
@@ -87,6 +94,7 @@ rule figure:
     conda:
         "../envs/diffpo.yaml"
     params:
+        caption=lambda wc: artifact_caption(f"results/figures/{wc.figure}.png"),
         param_keys=keys("figure"),
         values=values("figure"),
     shell:
