@@ -145,3 +145,18 @@ def test_paper_see_dpo_diversity_has_its_own_multi_image_protocol(root):
     assert f"/{diversity_set}.parquet" in table.shellcmd.split("--diversity", 1)[1]
     sampled = {job.wildcards["prompt_set"] for job in jobs if job.rule.name == "sample"}
     assert sampled == {paper["sample"]["prompt_set"], diversity_set}
+
+
+@pytest.mark.parametrize("profile_dir", ["slurm", "local-gpus"])
+def test_every_paper_rule_has_resources_in_the_cluster_profiles(root, profile_dir):
+    import yaml
+
+    from diffpo.workflow import job_counts
+
+    declared = yaml.safe_load((root / "workflow/profiles" / profile_dir / "config.yaml").read_text())["set-resources"]
+    jobs = snakemake_jobs(root, ["all"], {"profile": "paper"})
+    rules = set(job_counts(jobs)) - {"all"}
+    assert rules <= set(declared), f"{profile_dir}: no resources for {sorted(rules - set(declared))}"
+    for job in jobs:  # a rule that asks for GPUs gets them from the profile
+        if job.rule.name != "all" and job.resources.get("gpu", 0):
+            assert declared[job.rule.name].get("gpu", 0) >= 1, job.rule.name
