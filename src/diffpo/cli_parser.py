@@ -148,6 +148,7 @@ def build_parser(command: Callable[[str], Callable], tables: list[str]) -> argpa
                  ("--md", "the report (results/claims.md)"))
     claims.add_argument("--claims", default="workflow/claims.yaml", help="the claims (default: %(default)s)")
     claims.add_argument("--results", default="results", help="the results folder read (default: %(default)s)")
+    claims.add_argument("--json", help="each claim's verdict and the counts, for DVC metrics (results/metrics/claims.json)")
     figures = add("figures", "plot every method's training curves",
                   ("--out", "the figure to write, without suffix: .png and .pdf (results/figures/training_curves)"))
     figures.add_argument("--metrics", nargs="+", required=True, type=named_path, metavar="METHOD=PATH",

@@ -62,6 +62,7 @@ rule claims:
     output:
         csv="results/claims.csv",
         md=report("results/claims.md", caption="../report/artifact.rst", category="Claims"),
+        json="results/metrics/claims.json",
     log:
         "logs/claims.log",
     conda:
@@ -71,7 +72,8 @@ rule claims:
         param_keys=keys("claims"),
         values=values("claims"),
     shell:
-        "python -m diffpo claims --claims {input.claims} --results results --csv {output.csv} --md {output.md} --log {log}"
+        "python -m diffpo claims --claims {input.claims} --results results --csv {output.csv} --md {output.md}"
+        " --json {output.json} --log {log}"
 
 
 # The papers' figures (workflow/artifacts.yaml), each from files under results/ only.

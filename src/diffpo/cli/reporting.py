@@ -55,6 +55,10 @@ def cmd_claims(args):
     table = evaluate_claims(load_claims(Path(args.claims)), p, files)
     atomic_write_text(args.csv, table.to_csv(index=False, float_format="%.6g"))
     atomic_write_text(args.md, claims_markdown(table, p["seeds"], p["sample"]["prompt_set"]))
+    if args.json:  # for `dvc metrics show` / `dvc metrics diff`: each claim's verdict and the counts
+        verdicts = dict(zip(table["claim"], table["claim_verdict"]))
+        counts = {v: sum(1 for x in verdicts.values() if x == v) for v in dict.fromkeys(verdicts.values())}
+        atomic_write_text(args.json, json.dumps({"counts": counts, "verdicts": verdicts}, indent=2) + "\n")
     print(Path(args.md).read_text())
 
 
