@@ -24,6 +24,14 @@ def _markdown_table(path: Path) -> str:
     return text.split("\n", 2)[2].strip() if text.startswith("# ") else text.strip()
 
 
+def _result_table(root: Path, relpath: str) -> str:
+    """A committed results/*.md table, or a statement that the committed results lack it."""
+    path = root / relpath
+    if not path.is_file():
+        return f"*Not in the committed results yet: `snakemake --cores all {relpath}` builds it.*"
+    return _markdown_table(path)
+
+
 def _ci(facts: dict, digits: int = 3) -> str:
     low, high = facts["ci95"]
     return f"{facts['mean']:+.{digits}f} (95 % CI {low:+.{digits}f} to {high:+.{digits}f}, {facts['n_prompts']} prompts)"
@@ -99,7 +107,7 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
     "claims": claims,
     "artifacts": artifacts,
     "tuning": tuning,
-    **{name: (lambda root, n=name: _markdown_table(root / f"results/{n}.md"))
+    **{name: (lambda root, n=name: _result_table(root, f"results/{n}.md"))
        for name in ("table1", "table4", "see_dpo", "scorer_accuracy")},
 }
 _BLOCK = re.compile(r"(<!-- BEGIN (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- END (?P=name) -->)", re.S)
