@@ -169,12 +169,17 @@ def test_snakemake_builds_everything_and_dvc_reproduces_it(project):
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     plan = planned_jobs(run(["snakemake", "--cores", "2", "--dry-run"], project))
     n = len(seeds)
-    assert plan == {"train": n, "sample": n, "evaluate": n, "table": 1, "training_curves": 1, "claims": 1, "all": 1}, plan
+    # the figures read the methods' labels (all of `methods`): both of the test configuration's are redrawn
+    assert plan == {"train": n, "sample": n, "evaluate": n, "table": 1, "training_curves": 1, "claims": 1, "figure": 2,
+                    "all": 1}, plan
     affected = downstream(project, "train-sft_w-0")  # its sample and evaluate, table1, the curves figure, claims
     assert {"training_curves", "table-table1", "claims"} <= affected
     assert not {"train-diffusion_dpo-0", "train-sft_w-1", "pretrain_unet"} & affected
     status = dvc_status(project)
-    assert {"train-sft_w-0", "train-sft_w-1"} <= status and status <= affected | downstream(project, "train-sft_w-1")
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    reads_methods = {name for name, stage in stages.items() if "methods" in stage.get("params", [])}
+    assert {"train-sft_w-0", "train-sft_w-1"} <= status
+    assert status <= affected | downstream(project, "train-sft_w-1") | reads_methods, status
     params_file.write_text(original)
 
     # DVC runs the same commands on the same files: byte-identical outputs, retrained from nothing.
