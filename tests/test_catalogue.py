@@ -43,8 +43,8 @@ def test_snakemake_lint_is_clean_for_the_paper_profile(root, tmp_path):
 
 
 def test_snakefiles_are_formatted(root):
-    # As the catalogue checks: workflow/Snakefile and workflow/rules/*.smk, with [tool.snakefmt] of pyproject.toml.
-    files = ["workflow/Snakefile", *sorted(str(p.relative_to(root)) for p in (root / "workflow/rules").glob("*.smk"))]
+    # As the catalogue checks: the root Snakefile, workflow/Snakefile and workflow/rules/*.smk, with [tool.snakefmt].
+    files = ["Snakefile", "workflow/Snakefile", *sorted(str(p.relative_to(root)) for p in (root / "workflow/rules").glob("*.smk"))]
     result = run([sys.executable, "-m", "snakefmt", "--check", *files], root)
     assert result.returncode == 0, f"run `snakefmt workflow/`:\n{result.stdout}{result.stderr}"
 

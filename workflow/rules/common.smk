@@ -6,7 +6,7 @@
 import os
 import sys
 
-ROOT = Path(workflow.basedir).parent  # the project root: workflow/Snakefile's parent
+ROOT = Path(str(workflow.current_basedir)).parents[1]  # the project root: this file is workflow/rules/common.smk
 sys.path.insert(0, str(ROOT / "src"))
 
 from diffpo.config import PROFILE_VARIABLE, command_line_profile, load_params, method_judges, select
