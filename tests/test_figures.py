@@ -11,7 +11,7 @@ from PIL import Image
 
 from diffpo.claims import ResultFiles
 from diffpo.config import load_params
-from diffpo.figures import FIGURES, available, curve_points, draw, required_files
+from diffpo.figures import FIGURES, available, curve_points, draw, figure_data, plot, read_data, required_files
 
 PROMPTS = 6
 
@@ -58,7 +58,7 @@ def results(root, tmp_path):
     return params, files
 
 
-def test_every_catalogued_figure_draws_png_and_pdf_reproducibly(root, results, tmp_path):
+def test_every_catalogued_figure_draws_png_pdf_and_its_data_reproducibly(root, results, tmp_path):
     params, files = results
     catalogue = yaml.safe_load((root / "workflow/artifacts.yaml").read_text())["artifacts"]
     figures = [a["figure"] for a in catalogue if a["kind"] == "figure"]
@@ -68,6 +68,12 @@ def test_every_catalogued_figure_draws_png_and_pdf_reproducibly(root, results, t
         draw(figure, params, files, out)
         first = out.with_suffix(".pdf").read_bytes()
         assert out.with_suffix(".png").stat().st_size > 1000 and first.startswith(b"%PDF")
+        # the written data is what the figure draws, and redraws the same figure (the notebooks' path)
+        data = read_data(out.with_suffix(".csv"))
+        pd.testing.assert_frame_equal(data, figure_data(figure, params, files), check_dtype=False, rtol=1e-9)
+        redrawn = tmp_path / "redrawn.pdf"
+        plot(figure, data).savefig(redrawn, metadata={"CreationDate": None})
+        assert redrawn.stat().st_size > 1000
         if figure == "seppo_fig3":  # one redraw: no date or random state in the file
             draw(figure, params, files, out)
             assert out.with_suffix(".pdf").read_bytes() == first, f"{figure}: a redraw differs"
@@ -84,3 +90,15 @@ def test_a_figure_whose_runs_the_settings_lack_is_not_available(root):
     params = load_params(root / "params.yaml")
     params["experiments"] = {k: v for k, v in params["experiments"].items() if k != "checkpoints"}
     assert not available("seppo_fig6", params) and available("see_gamma", params)
+
+
+def test_figure_data_carries_each_series_with_its_interval(results):
+    params, files = results
+    gamma = figure_data("see_gamma", params, files)
+    assert sorted(gamma["panel"].unique()) == sorted(["gt_preference", "vendi", "e2", "semantic_entropy", "degradation"])
+    assert sorted(gamma["x"].unique()) == sorted(params["experiments"]["gamma"]["values"])
+    assert ((gamma["low"] <= gamma["mean"]) & (gamma["mean"] <= gamma["high"])).all()
+    fig6 = figure_data("seppo_fig6", params, files)
+    assert fig6["x"].tolist() == [1, 3, 6]  # K = steps / round_updates
+    grid = figure_data("seppo_grid", params, files)
+    assert len(grid) == 5 * 4 * 2 and grid["label"].iloc[0] == "Base model"

@@ -1,18 +1,21 @@
 """The papers' figures, drawn from files under results/ only (never by training or scoring).
 
-One small function per figure (``FIGURES``); each reads its runs through
-``claims.ResultFiles`` and draws means over training seeds with 95 % bands from the
+One small data function per figure (``FIGURES``); each reads its runs through
+``claims.ResultFiles`` and returns means over training seeds with 95 % bands from the
 two-level bootstrap of ``diffpo.intervals`` (over seeds and prompts; over seeds only for a
 training log). ``required_files`` lists what a figure reads, for the workflow's inputs.
-Every figure is written as PNG and PDF (without a creation date: a rebuild is byte-identical).
+Each figure is a data function (a tidy table) and a plot of it: ``draw`` writes the PNG, the PDF
+(without a creation date: a rebuild is byte-identical) and the data as CSV, so the notebooks
+redraw every figure from committed files and check it against the per-image results when present.
 """
 
 from __future__ import annotations
 
+import base64
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import pandas as pd
 
 from diffpo.claims import DIVERSITY, ClaimsError, ResultFiles, _read, _table
@@ -73,121 +76,84 @@ def log_points(files: ResultFiles, run: str, column: str, window: int = 20) -> p
     return pd.DataFrame(rows)
 
 
-def _band(ax, points: pd.DataFrame, label: str, x: str = "step") -> None:
-    line, = ax.plot(points[x], points["mean"], marker="o" if len(points) < 12 else None, label=label)
-    ax.fill_between(points[x], points["low"], points["high"], alpha=0.2, color=line.get_color())
+# ---------------------------------------------------------------- figure data
+# A figure's data is one tidy table, written beside its PNG and PDF (results/figures/ID.csv), so
+# that a clone redraws it without the per-image results: a plot's rows are (panel, series, x,
+# mean, low, high); an image grid's are (row, label, prompt, image, caption, png as base64).
+def _points(panel: str, series: str, points: pd.DataFrame, x: str = "step") -> pd.DataFrame:
+    return pd.DataFrame({"panel": panel, "series": series, "x": points[x].astype(float),
+                         "mean": points["mean"], "low": points["low"], "high": points["high"]})
 
 
-# ---------------------------------------------------------------- SePPO
-def seppo_fig2(params: dict, files: ResultFiles):
+def _run_estimate(files: ResultFiles, run: str, metric: str) -> dict:
+    value = estimate(_table(files, run, metric, None).to_numpy())
+    return {"mean": value.mean, "low": value.low, "high": value.high}
+
+
+def seppo_fig2(params: dict, files: ResultFiles) -> pd.DataFrame:
     """GT preference over training for the three reference strategies (SePPO Fig. 2)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for run in ("seppo_w", "seppo_w_ref_latest", "seppo_w_ref_initial"):
-        _band(ax, curve_points(files, run, "gt_preference"), _label(params, run))
-    ax.set(xlabel="optimizer step", ylabel="GT preference", title="Reference strategy over training")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return fig
+    return pd.concat([_points("score", _label(params, run), curve_points(files, run, "gt_preference"))
+                      for run in ("seppo_w", "seppo_w_ref_latest", "seppo_w_ref_initial")], ignore_index=True)
 
 
-def seppo_fig3(params: dict, files: ResultFiles):
+def seppo_fig3(params: dict, files: ResultFiles) -> pd.DataFrame:
     """SePPO^w's AAF rate and its score over training, beside SFT^w's score (SePPO Fig. 3)."""
-    plt = _plt()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
-    _band(left, log_points(files, "seppo_w", "aaf_rate"), _label(params, "seppo_w"))
-    left.set(xlabel="optimizer step", ylabel="AAF rate (moving mean, 20 steps)", title="AAF rate")
-    for run in ("seppo_w", "sft_w"):
-        _band(right, curve_points(files, run, "gt_preference"), _label(params, run))
-    right.set(xlabel="optimizer step", ylabel="GT preference", title="Score over training")
-    for ax in (left, right):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    return fig
+    aaf = _points("aaf_rate", _label(params, "seppo_w"), log_points(files, "seppo_w", "aaf_rate"))
+    scores = [_points("score", _label(params, run), curve_points(files, run, "gt_preference")) for run in ("seppo_w", "sft_w")]
+    return pd.concat([aaf, *scores], ignore_index=True)
 
 
-def seppo_fig6(params: dict, files: ResultFiles):
+def seppo_fig6(params: dict, files: ResultFiles) -> pd.DataFrame:
     """GT preference against the number of reference checkpoints K (SePPO Fig. 6)."""
-    plt = _plt()
     rows = []
     for method, value, run in experiment_runs(params, "checkpoints"):
         steps = params["methods"][method].get("steps", params["train"]["steps"])
-        estimate_ = estimate(_table(files, run.name, "gt_preference", None).to_numpy())
-        rows.append({"K": steps // value, "mean": estimate_.mean, "low": estimate_.low, "high": estimate_.high})
-    points = pd.DataFrame(rows).sort_values("K")
-    fig, ax = plt.subplots(figsize=(5, 3.8))
-    _band(ax, points, _label(params, "seppo_w"), x="K")
-    ax.set(xlabel="reference checkpoints K", ylabel="GT preference", title="Number of checkpoints")
-    ax.set_xticks(points["K"])
-    ax.grid(alpha=0.3)
-    return fig
+        rows.append({"x": steps // value, **_run_estimate(files, run.name, "gt_preference")})
+    points = pd.DataFrame(rows).sort_values("x")
+    return _points("score", _label(params, "seppo_w"), points, x="x")
 
 
-# ---------------------------------------------------------------- SEE-DPO
-def see_gamma(params: dict, files: ResultFiles):
+GAMMA_METRICS = ["gt_preference", "vendi", "e2", "semantic_entropy", "degradation"]
+
+
+def see_gamma(params: dict, files: ResultFiles) -> pd.DataFrame:
     """Each metric against the self-entropy weight gamma (SEE-Diffusion-DPO; gamma 0: the base objective)."""
-    plt = _plt()
-    metrics = ["gt_preference", "vendi", "e2", "semantic_entropy", "degradation"]
     runs = experiment_runs(params, "gamma")
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.4))
-    for ax, metric in zip(axes, metrics):
-        rows = []
-        for _, value, run in runs:
-            e = estimate(_table(files, run.name, metric, None).to_numpy())
-            rows.append({"gamma": value, "mean": e.mean, "low": e.low, "high": e.high})
-        _band(ax, pd.DataFrame(rows), _label(params, runs[0][0]), x="gamma")
-        ax.axvline(0, color="grey", lw=0.8, ls=":")
-        ax.set(xlabel="γ", title=NAMES.get(metric, metric))
-        ax.grid(alpha=0.3)
-    return fig
+    frames = []
+    for metric in GAMMA_METRICS:
+        points = pd.DataFrame([{"x": value, **_run_estimate(files, run.name, metric)} for _, value, run in runs])
+        frames.append(_points(metric, _label(params, runs[0][0]), points, x="x"))
+    return pd.concat(frames, ignore_index=True)
 
 
-def see_reward_hacking(params: dict, files: ResultFiles):
+def see_reward_hacking(params: dict, files: ResultFiles) -> pd.DataFrame:
     """The learned reward and the ground truth over prolonged training, gamma = 0 against gamma > 0."""
-    plt = _plt()
     runs = [run for _, _, run in experiment_runs(params, "reward_hacking")]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, metric in zip(axes, ("pickscore", "gt_preference")):
-        for run in runs:
-            _band(ax, curve_points(files, run.name, metric), _label(params, run.method))
-        ax.set(xlabel="optimizer step", ylabel=NAMES[metric], title=NAMES[metric])
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    return fig
+    return pd.concat([_points(metric, _label(params, run.method), curve_points(files, run.name, metric))
+                      for metric in ("pickscore", "gt_preference") for run in runs], ignore_index=True)
 
 
-# ---------------------------------------------------------------- image grids
-def image_grid(rows: list[str], prompts: int = 4, seeds_shown: int = 2):
+def image_grid(rows: list[str], prompts: int = 4, seeds_shown: int = 2) -> Callable:
     """Samples of ``rows`` (one row each) for the same prompts and noise: the first ``prompts``
     prompts, images of the first training seed (SePPO Figs. 4 and 7; SEE-DPO's seed grids)."""
 
-    def draw(params: dict, files: ResultFiles):
-        from diffpo.sampling import from_png
-
-        plt = _plt()
-        fig, axes = plt.subplots(len(rows), prompts * seeds_shown, figsize=(1.1 * prompts * seeds_shown, 1.2 * len(rows)),
-                                 squeeze=False)
+    def data(params: dict, files: ResultFiles) -> pd.DataFrame:
+        records = []
         for i, run in enumerate(rows):
             samples = pd.read_parquet(files.samples(run)[0])
             for j in range(prompts):
                 chosen = samples[samples["prompt_id"] == j].sort_values("image_index").head(seeds_shown)
-                for k, png in enumerate(chosen["png"]):
-                    ax = axes[i][j * seeds_shown + k]
-                    ax.imshow(from_png(png), interpolation="nearest")
-                    if i == 0 and k == 0:
-                        ax.set_title(chosen["caption"].iloc[0][:28], fontsize=5, loc="left")
-            axes[i][0].set_ylabel("Base model" if run == "base" else _label(params, run), fontsize=6, rotation=0,
-                                  ha="right", va="center")
-        for ax in axes.flat:
-            ax.set_xticks([])
-            ax.set_yticks([])
-        return fig
+                for k, (caption, png) in enumerate(zip(chosen["caption"], chosen["png"])):
+                    records.append({"row": i, "label": "Base model" if run == "base" else _label(params, run),
+                                    "prompt": j, "image": k, "caption": caption,
+                                    "png": base64.b64encode(png).decode("ascii")})
+        return pd.DataFrame(records)
 
-    draw.runs = rows
-    return draw
+    data.runs = rows
+    return data
 
 
-FIGURES: dict[str, Callable] = {
+FIGURES: dict[str, Callable[[dict, ResultFiles], pd.DataFrame]] = {
     "seppo_fig2": seppo_fig2,
     "seppo_fig3": seppo_fig3,
     "seppo_fig6": seppo_fig6,
@@ -198,10 +164,95 @@ FIGURES: dict[str, Callable] = {
 }
 
 
-def draw(figure: str, params: dict, files: ResultFiles, out: Path) -> None:
+# ---------------------------------------------------------------- drawing
+@dataclass(frozen=True)
+class Panel:
+    """One panel of a plotted figure: which rows of the data it draws and how it is labelled."""
+
+    panel: str
+    title: str
+    xlabel: str
+    ylabel: str = ""
+    integer_x: bool = False      # ticks at the data's x values (K)
+    zero_line: bool = False      # a dotted line at x = 0 (gamma)
+
+
+_STEP = "optimizer step"
+_GT = NAMES["gt_preference"]
+PANELS: dict[str, list[Panel]] = {
+    "seppo_fig2": [Panel("score", "Reference strategy over training", _STEP, _GT)],
+    "seppo_fig3": [Panel("aaf_rate", "AAF rate", _STEP, "AAF rate (moving mean, 20 steps)"),
+                   Panel("score", "Score over training", _STEP, _GT)],
+    "seppo_fig6": [Panel("score", "Number of checkpoints", "reference checkpoints K", _GT, integer_x=True)],
+    "see_gamma": [Panel(m, NAMES[m], "γ", zero_line=True) for m in GAMMA_METRICS],
+    "see_reward_hacking": [Panel(m, NAMES[m], _STEP, NAMES[m]) for m in ("pickscore", "gt_preference")],
+}
+
+
+def _plot_panels(data: pd.DataFrame, panels: list[Panel]):
+    plt = _plt()
+    width = 3.6 if len(panels) > 2 else 5.0
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels) + 0.5, 3.8), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        rows = data[data["panel"] == panel.panel]
+        for series, points in rows.groupby("series", sort=False):
+            line, = ax.plot(points["x"], points["mean"], marker="o" if len(points) < 12 else None, label=series)
+            ax.fill_between(points["x"], points["low"], points["high"], alpha=0.2, color=line.get_color())
+        if panel.integer_x:
+            ax.set_xticks(sorted(rows["x"].unique()))
+        if panel.zero_line:
+            ax.axvline(0, color="grey", lw=0.8, ls=":")
+        ax.set(xlabel=panel.xlabel, ylabel=panel.ylabel, title=panel.title)
+        ax.grid(alpha=0.3)
+        if rows["series"].nunique() > 1 or len(panels) <= 2:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _plot_grid(data: pd.DataFrame):
+    from diffpo.sampling import from_png
+
+    plt = _plt()
+    n_rows, n_cols = data["row"].max() + 1, (data["prompt"].max() + 1) * (data["image"].max() + 1)
+    per_prompt = data["image"].max() + 1
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.1 * n_cols, 1.2 * n_rows), squeeze=False)
+    for cell in data.itertuples():
+        ax = axes[cell.row][cell.prompt * per_prompt + cell.image]
+        ax.imshow(from_png(base64.b64decode(cell.png)), interpolation="nearest")
+        if cell.row == 0 and cell.image == 0:
+            ax.set_title(cell.caption[:28], fontsize=5, loc="left")
+        if cell.prompt == 0 and cell.image == 0:
+            ax.set_ylabel(cell.label, fontsize=6, rotation=0, ha="right", va="center")
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig
+
+
+def plot(figure: str, data: pd.DataFrame):
+    """Draws a figure from its data (what ``figure_data`` returns, or the committed CSV)."""
+    return _plot_panels(data, PANELS[figure]) if figure in PANELS else _plot_grid(data)
+
+
+def figure_data(figure: str, params: dict, files: ResultFiles) -> pd.DataFrame:
     if figure not in FIGURES:
         raise ClaimsError(f"unknown figure {figure!r}; known: {', '.join(FIGURES)}")
-    _save(FIGURES[figure](params, files), out)
+    return FIGURES[figure](params, files)
+
+
+def draw(figure: str, params: dict, files: ResultFiles, out: Path) -> pd.DataFrame:
+    """Writes the figure's PNG, PDF and data (OUT.png, OUT.pdf, OUT.csv); returns the data."""
+    data = figure_data(figure, params, files)
+    with atomic_path(out.with_suffix(".csv")) as tmp:
+        data.to_csv(tmp, index=False, float_format="%.10g")
+    _save(plot(figure, data), out)
+    return data
+
+
+def read_data(path: Path) -> pd.DataFrame:
+    """A figure's data as written by ``draw`` (OUT.csv)."""
+    return pd.read_csv(path, keep_default_na=False)
 
 
 # What each figure needs the settings to define: the runs evaluated along training, the

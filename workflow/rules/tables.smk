@@ -89,6 +89,7 @@ rule figure:
             subcategory="{figure}",
         ),
         pdf="results/figures/{figure}.pdf",
+        data="results/figures/{figure}.csv",
     log:
         "logs/figure/{figure}.log",
     wildcard_constraints:
