@@ -49,3 +49,19 @@ def test_a_method_without_a_published_number_has_an_empty_paper_cell(tmp_path):
     assert math.isnan(table.iloc[1]["paper_pickscore"])
     row = [line for line in to_markdown(table, "T", "n").splitlines() if line.startswith("| continued")][0]
     assert row.rstrip().endswith("|                   |")
+
+
+def test_a_table_of_several_prompt_sets_has_one_block_each_with_that_sets_paper_numbers(tmp_path):
+    # SePPO Table 2: the same rows on each out-of-distribution prompt set, the paper's numbers per set
+    blocks = []
+    for prompt_set, shift in (("hps_benchmark", 0.0), ("partiprompts", 0.1)):
+        scores({0: [0.4, 0.4], 1: [0.6, 0.6]}, 20.0).to_parquet(tmp_path / f"base_{prompt_set}.parquet")
+        scores({0: [0.5 + shift, 0.5], 1: [0.7, 0.7]}, 21.0).to_parquet(tmp_path / f"seppo_{prompt_set}.parquet")
+        blocks.append(score_table({"base": [tmp_path / f"base_{prompt_set}.parquet"],
+                                   "seppo_w": [tmp_path / f"seppo_{prompt_set}.parquet"]},
+                                  {"base": "Base", "seppo_w": "SePPO^w"}, "table2", prompt_set=prompt_set))
+    table = pd.concat(blocks, ignore_index=True)
+    assert table["prompt_set"].tolist() == ["hps_benchmark", "hps_benchmark", "partiprompts", "partiprompts"]
+    assert table["paper_pickscore"].tolist() == [20.95, 21.90, 21.38, 21.93]  # FACTS.md: SePPO Table 2, HPS / Parti
+    assert math.isclose(table.iloc[1]["gt_preference_delta"], 0.1) and math.isclose(table.iloc[3]["gt_preference_delta"], 0.125)
+    assert " Prompts " in to_markdown(table, "T", "n")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -167,3 +168,25 @@ def test_the_readme_world_and_prepare_commands_run_as_written(root, project):
     manifest = yaml.safe_load((project / "results" / "data" / "manifest.json").read_text())
     assert manifest["rows_in"] == SMALL_WORLD["n_train_pairs"] and manifest["pairs_out"] > 0
     assert (project / "results" / "data" / "train_pairs.parquet").is_file()
+
+
+def test_the_table_command_splits_a_table_of_several_prompt_sets_by_file_name(project, root, tmp_path):
+    # Table 2: one METHOD=PATH per seed and prompt set; a file's set is its name (SET.parquet)
+    from test_artifacts import scores
+
+    args = []
+    for run in ("base", "seppo_w"):
+        for prompt_set in ("hps_benchmark", "partiprompts"):
+            path = tmp_path / "scores" / run / f"{prompt_set}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            scores({0: [0.4, 0.5], 1: [0.6, 0.6]}, 20.0 if run == "base" else 21.0).to_parquet(path)
+            args.append(f"{run}={path}")
+    (project / "params.yaml").write_text((project / "params.yaml").read_text().replace(
+        "rows: [base, sft_w, diffusion_dpo, spo, spin_diffusion, seppo_w]", "rows: [base, seppo_w]"))
+    main(["table", "--params", str(project / "params.yaml"), "--table", "table2", "--scores", *args,
+          "--csv", str(tmp_path / "t.csv"), "--md", str(tmp_path / "t.md"), "--json", str(tmp_path / "t.json")])
+    table = pd.read_csv(tmp_path / "t.csv")
+    assert list(zip(table["method"], table["prompt_set"])) == [
+        ("base", "hps_benchmark"), ("seppo_w", "hps_benchmark"), ("base", "partiprompts"), ("seppo_w", "partiprompts")]
+    assert set(yaml.safe_load((tmp_path / "t.json").read_text())) == {
+        "base@hps_benchmark", "seppo_w@hps_benchmark", "base@partiprompts", "seppo_w@partiprompts"}

@@ -25,9 +25,11 @@ SCORE_NAMES = {
 PAPER_NAMES = {"pickscore": "PickScore", "hpsv2": "HPSv2", "imagereward": "ImageReward", "aesthetic": "Aesthetic"}
 
 
-def paper_numbers(table: str) -> tuple[list[str], dict[str, list[float]]]:
+def paper_numbers(table: str, prompt_set: str | None = None) -> tuple[list[str], dict[str, list[float]]]:
+    """The paper's columns and its numbers per method (per prompt set for a table of several)."""
     data = yaml.safe_load(resources.files("diffpo").joinpath("paper_numbers.yaml").read_text())[table]
-    return data["columns"], data["rows"]
+    rows = data["prompt_sets"].get(prompt_set, {}) if "prompt_sets" in data else data["rows"]
+    return data["columns"], rows
 
 
 DIVERSITY_NAMES = {"rmse": "RMSE ↑", "psnr": "PSNR ↓", "ssim": "SSIM ↓", "e1": "E1 ↑", "e2": "E2 ↑", "vendi": "Vendi ↑",
@@ -43,18 +45,20 @@ def read_runs(paths: list[Path]) -> pd.DataFrame:
 
 
 def score_table(score_files: dict[str, list[Path]], labels: dict[str, str], table: str, baseline: str = "base",
-                diversity_files: dict[str, list[Path]] | None = None) -> pd.DataFrame:
+                diversity_files: dict[str, list[Path]] | None = None, prompt_set: str | None = None) -> pd.DataFrame:
     """One row per method: each score's mean over seeds and prompts with its 95 % interval
     (``intervals``: two-level bootstrap over seeds and prompts), the difference to ``baseline``
     paired on (seed, prompt), the paper's numbers, and (with ``diversity_files``) each
-    diversity metric likewise (SEE-DPO's comparison)."""
+    diversity metric likewise (SEE-DPO's comparison). With ``prompt_set`` (a table of several
+    prompt sets, one block each), rows say their set and take the paper's numbers for it."""
     scores = {name: read_runs(paths) for name, paths in score_files.items()}
     columns = [c for c in SCORE_NAMES if all(c in s for s in scores.values())]
-    paper_cols, paper_rows = paper_numbers(table)
+    paper_cols, paper_rows = paper_numbers(table, prompt_set)
     rows = []
     table_attrs = {"scorers": next(iter(scores.values())).attrs.get("scorers", {})}
     for name, frame in scores.items():
-        row = {"method": name, "label": labels.get(name, name), "n_seeds": frame["seed"].nunique(),
+        row = {"method": name, "label": labels.get(name, name), **({"prompt_set": prompt_set} if prompt_set else {}),
+               "n_seeds": frame["seed"].nunique(),
                "n_prompts": frame["prompt_id"].nunique(), "n_images": len(frame)}
         for col in columns:
             row.update(_estimate_columns(col, summarise(frame, col)))
@@ -95,6 +99,8 @@ def interval_note(table: pd.DataFrame) -> str:
 
 def to_markdown(table: pd.DataFrame, title: str, note: str) -> str:
     view = pd.DataFrame({"Method": table["label"]})
+    if "prompt_set" in table:
+        view["Prompts"] = table["prompt_set"]
     for col, name in SCORE_NAMES.items():
         if f"{col}_mean" in table:
             digits = 3 if col.startswith("gt_") or col == "imagereward" else 2

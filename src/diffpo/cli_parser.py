@@ -139,7 +139,8 @@ def build_parser(command: Callable[[str], Callable], tables: list[str]) -> argpa
                 ("--json", "the summary metrics to write (results/metrics/TABLE.json)"))
     table.add_argument("--table", required=True, choices=tables, help="which table")
     table.add_argument("--scores", nargs="+", required=True, type=named_path, metavar="METHOD=PATH",
-                       help="each row's per-image scores (from evaluate), one METHOD=PATH per training seed; "
+                       help="each row's per-image scores (from evaluate), one METHOD=PATH per training seed (and, "
+                            "for a table of several prompt sets, per set: the file's name, SET.parquet); "
                             "METHOD base is the base model")
     table.add_argument("--diversity", nargs="+", type=named_path, metavar="METHOD=PATH",
                        help="each row's per-prompt diversity (from evaluate; the SEE-DPO table), one per seed")
@@ -155,7 +156,7 @@ def build_parser(command: Callable[[str], Callable], tables: list[str]) -> argpa
                          help="each method's metrics.csv (from train)")
     figure = add("figure", "draw one figure of the papers from files under results/ only (workflow/artifacts.yaml)",
                  ("--figure", "the figure's id, e.g. seppo_fig2 (diffpo.figures.FIGURES; workflow/artifacts.yaml)"),
-                 ("--out", "the figure to write, without suffix: .png and .pdf (results/figures/ID)"))
+                 ("--out", "the figure to write, without suffix: .png, .pdf and its data .csv (results/figures/ID)"))
     figure.add_argument("--results", default="results", help="the results folder read (default: %(default)s)")
     bench = add("benchmark", "print the speed and memory of training steps and sampling", parents=(debug,))
     bench.add_argument("--params", default="params.yaml", help="the settings file (default: %(default)s)")
@@ -190,7 +191,9 @@ def build_parser(command: Callable[[str], Callable], tables: list[str]) -> argpa
     docs.set_defaults(log=None)
     times = add("timings", "summarise a Snakemake run's wall time and its jobs' benchmarks", parents=(debug,))
     times.add_argument("--root", default=".", help="the project root (default: the current folder)")
-    times.add_argument("--snakemake-log", help="the run's log (default: the latest in .snakemake/log)")
+    times.add_argument("--snakemake-log", nargs="+",
+                       help="the run's log, or the logs of a run made in several parts (their wall times add up; "
+                            "default: the latest in .snakemake/log)")
     times.add_argument("--out", default="results/timings.md", help="where to write the summary (default: %(default)s)")
     times.set_defaults(log=None)
     return parser

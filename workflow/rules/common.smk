@@ -135,6 +135,23 @@ def per_seed(files, models, prompt_set=PROMPT_SET):
     return [path for _, path in pairs], " ".join(f"{m}={path}" for m, path in pairs)
 
 
+def table_scores(table):
+    """A table's score files: per_seed over its prompt sets (default: the reported set)."""
+    pairs = [per_seed(scores, table_rows(table), prompt_set) for prompt_set in table_sets(table)]
+    return [path for paths, _ in pairs for path in paths], " ".join(args for _, args in pairs)
+
+
+def table_sets(table):
+    """The prompt sets a table reports (default: the reported set, sample.prompt_set)."""
+    sets = config["tables"][table].get("prompt_sets", [PROMPT_SET])
+    unknown = [s for s in sets if s not in PROMPT_SETS]
+    if unknown:
+        raise ValueError(
+            f"params.yaml: tables.{table}.prompt_sets: unknown prompt sets {unknown}; defined: {PROMPT_SETS}"
+        )
+    return sets
+
+
 def claims_inputs():
     """Every result file workflow/claims.yaml reads (diffpo.claims.required_files)."""
     from diffpo.claims import ResultFiles, load_claims, required_files

@@ -1,12 +1,12 @@
-# Tables of the papers, from per-image scores only: SePPO's Table 1 and Table 4, and the
-# SEE-DPO comparison (with diversity). Every table also shows the base model, the baseline
+# Tables of the papers, from per-image scores only: SePPO's Tables 1, 2 (one block per
+# out-of-distribution prompt set) and 4, and the SEE-DPO comparison (with diversity). Every table also shows the base model, the baseline
 # of its paired differences; every row is read for every training seed.
 
 
 rule table:
     input:
         code("table"),
-        scores=lambda wc: per_seed(scores, table_rows(wc.table))[0],
+        scores=lambda wc: table_scores(wc.table)[0],
         diversity=lambda wc: per_seed(diversity, table_rows(wc.table), diversity_set(wc.table))[0],
     output:
         csv="results/{table}.csv",
@@ -22,7 +22,7 @@ rule table:
         caption=lambda wc: artifact_caption(f"results/{wc.table}.md"),
         param_keys=lambda wc: keys("table", table=wc.table, rows=table_rows(wc.table)),
         values=lambda wc: select(config, keys("table", table=wc.table, rows=table_rows(wc.table))),
-        scores=lambda wc: per_seed(scores, table_rows(wc.table))[1],
+        scores=lambda wc: table_scores(wc.table)[1],
         diversity=lambda wc: (
             f"--diversity {per_seed(diversity, table_rows(wc.table), diversity_set(wc.table))[1]}"
             if diversity_set(wc.table)

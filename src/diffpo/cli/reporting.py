@@ -13,6 +13,10 @@ from diffpo.cli import _params, _set_torch_threads
 TABLES = {
     "table1": ("Table 1: preference optimisation methods",
                "Paper: SePPO Table 1 (SD-1.5, Pick-a-Pic validation_unique)"),
+    "table2": ("Table 2: out-of-distribution prompts",
+               "Paper: SePPO Table 2 (SD-1.5; the HPSv2 benchmark's prompts and PartiPrompts: in the tiny profile, "
+               "prompts of attribute combinations the training data never pairs, and other phrasings). Diffusion-RPO, "
+               "a row of the paper's table, is not one of diffpo's methods"),
     "table4": ("Table 4: SePPO ablations (AAF and reference strategy)",
                "Paper: SePPO Table 4 (SD-1.5, Pick-a-Pic validation_unique)"),
     "see_dpo": ("SEE-DPO: base methods and their self-entropy-enhanced variants",
@@ -24,15 +28,22 @@ TABLES = {
 
 
 def cmd_table(args):
+    import pandas as pd
+
     from diffpo.artifacts import score_table, write_table
     from diffpo.files import atomic_write_text
 
     rows = list(dict.fromkeys(name for name, _ in args.scores))
     p = _params(args, "table", table=args.table, rows=rows)
-    files = _grouped(args.scores)
     diversity = _grouped(args.diversity) if args.diversity else None
     labels = {"base": "Base model", **{m: p["methods"][m]["label"] for m in rows if m != "base"}}
-    table = score_table(files, labels, args.table, diversity_files=diversity)
+    prompt_sets = p["tables"][args.table].get("prompt_sets")
+    if prompt_sets:  # one block of rows per prompt set: a score file's set is its name (SET.parquet)
+        table = pd.concat([score_table(_grouped([(n, f) for n, f in args.scores if Path(f).stem == prompt_set]), labels,
+                                       args.table, prompt_set=prompt_set) for prompt_set in prompt_sets],
+                          ignore_index=True)
+    else:
+        table = score_table(_grouped(args.scores), labels, args.table, diversity_files=diversity)
     title, paper = TABLES[args.table]
     note = (
         "Δ is paired with the base model on the same training seeds, prompts and evaluation noise. In the tiny profile, GT columns are the world's hidden raters and "
@@ -40,8 +51,8 @@ def cmd_table(args):
         f"is not the paper's. {paper}; an empty paper cell means the paper reports no number for that row. Scorers:"
     )
     write_table(table, Path(args.csv), Path(args.md), title, note)
-    summary = {r["method"]: {k: r[k] for k in r if k.endswith(("_mean", "_low", "_high", "_delta"))}
-               for r in table.to_dict("records")}
+    summary = {"@".join(filter(None, [r["method"], r.get("prompt_set")])):
+               {k: r[k] for k in r if k.endswith(("_mean", "_low", "_high", "_delta"))} for r in table.to_dict("records")}
     atomic_write_text(args.json, json.dumps(summary, indent=2) + "\n")
     print(Path(args.md).read_text())
 
@@ -87,7 +98,7 @@ def cmd_figure(args):
 
     files = ResultFiles(Path(args.results), p["seeds"], p["sample"]["prompt_set"])
     draw(args.figure, p, files, Path(args.out))
-    print(f"wrote {args.out}.png and {args.out}.pdf")
+    print(f"wrote {args.out}.png, {args.out}.pdf and its data {args.out}.csv")
 
 
 def cmd_benchmark(args):
@@ -151,8 +162,8 @@ def cmd_timings(args):
 
     # The latest log of a run that executed jobs (building a DAG, as dvc-commit does, logs too).
     logs = [log for log in sorted(Path(args.root, ".snakemake/log").glob("*.snakemake.log")) if "Finished jobid" in log.read_text()]
-    log = Path(args.snakemake_log) if args.snakemake_log else (logs[-1] if logs else None)
-    if log is None:
+    chosen = [Path(log) for log in args.snakemake_log] if args.snakemake_log else logs[-1:]
+    if not chosen:
         sys.exit("no Snakemake log in .snakemake/log: run the workflow first")
-    atomic_write_text(args.out, timings_markdown(Path(args.root), log))
+    atomic_write_text(args.out, timings_markdown(Path(args.root), chosen))
     print(Path(args.out).read_text())
