@@ -20,7 +20,10 @@ def test_check_reports_a_document_that_disagrees(tmp_path):
     (tmp_path / "results/timings.md").write_text("12.0 minutes\n")
     (tmp_path / "README.md").write_text("<!-- BEGIN timings -->\n11.0 minutes\n<!-- END timings -->\n")
     (tmp_path / "docs/tiny-world.md").write_text("no blocks\n")
-    assert render_documents(tmp_path, check=True) == ["README.md"]
+    (tmp_path / "workflow").mkdir()
+    (tmp_path / "workflow/artifacts.yaml").write_text(
+        "artifacts:\n  - {id: t1, paper: SePPO, kind: table, target: results/table1.md, reproduces: Table 1, caption: c}\n")
+    assert render_documents(tmp_path, check=True) == ["README.md", "notebooks/seppo.ipynb", "notebooks/see_dpo.ipynb"]
     assert "11.0" in (tmp_path / "README.md").read_text()  # check changes nothing
     render_documents(tmp_path)
     assert render_documents(tmp_path, check=True) == []
@@ -34,3 +37,18 @@ def test_wall_time_spans_the_logged_jobs(tmp_path):
 
 def test_committed_documents_agree_with_committed_results(root):
     assert render_documents(root, check=True) == [], "run `python -m diffpo render-docs` and commit"
+
+
+def test_notebooks_are_written_from_the_catalogue(tmp_path):
+    import nbformat
+
+    from diffpo.notebook import notebook_json
+
+    catalogue = [{"id": "t1", "paper": "SePPO", "kind": "table", "target": "results/table1.md", "reproduces": "Table 1",
+                  "caption": "c"},
+                 {"id": "g", "paper": "SEE-DPO", "kind": "figure", "target": "results/figures/g.png", "reproduces": "G"},
+                 {"id": "acc", "paper": "both", "kind": "table", "target": "results/a.md", "reproduces": "A"}]
+    notebook = nbformat.reads(notebook_json(catalogue, "SePPO"), as_version=4)
+    nbformat.validate(notebook)
+    code = [c.source for c in notebook.cells if c.cell_type == "code"]
+    assert code[1:] == ['project.show("t1")', 'project.show("acc")']

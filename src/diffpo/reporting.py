@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
+import yaml
 
 DOCUMENTS = ("README.md", "docs/tiny-world.md")
 
@@ -63,8 +64,11 @@ def world_facts(root: Path) -> str:
     return "\n".join(lines)
 
 
-def timings(root: Path) -> str:
-    return (root / "results/timings.md").read_text().strip()
+def timings(root: Path, name: str = "timings") -> str:
+    path = root / f"results/{name}.md"
+    if not path.is_file():
+        return f"*Not in the committed results yet: `python -m diffpo timings --out {path.relative_to(root)}` after the run.*"
+    return path.read_text().strip()
 
 
 def claims(root: Path) -> str:
@@ -104,11 +108,12 @@ def tuning(root: Path) -> str:
 BLOCKS: dict[str, Callable[[Path], str]] = {
     "world-facts": world_facts,
     "timings": timings,
+    "timings-all": lambda root: timings(root, "timings_all"),
     "claims": claims,
     "artifacts": artifacts,
     "tuning": tuning,
     **{name: (lambda root, n=name: _result_table(root, f"results/{n}.md"))
-       for name in ("table1", "table4", "see_dpo", "scorer_accuracy")},
+       for name in ("table1", "table2", "table4", "see_dpo", "scorer_accuracy")},
 }
 _BLOCK = re.compile(r"(<!-- BEGIN (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- END (?P=name) -->)", re.S)
 
@@ -124,15 +129,22 @@ def render_blocks(text: str, root: Path) -> str:
 
 
 def render_documents(root: Path, check: bool = False) -> list[str]:
-    """Render every document's blocks; with ``check``, return the documents that disagree instead."""
+    """Render every document's blocks and the notebooks (from the catalogue); with ``check``, return
+    the documents that disagree instead."""
+    from diffpo.notebook import NOTEBOOKS, notebook_json
+
+    catalogue = yaml.safe_load((root / "workflow/artifacts.yaml").read_text())["artifacts"]
+    expected = {name: (lambda text: render_blocks(text, root)) for name in DOCUMENTS}
+    expected.update({name: (lambda text, paper=paper: notebook_json(catalogue, paper)) for paper, name in NOTEBOOKS.items()})
     stale = []
-    for name in DOCUMENTS:
+    for name, render in expected.items():
         path = root / name
-        text = path.read_text()
-        rendered = render_blocks(text, root)
+        text = path.read_text() if path.exists() else ""
+        rendered = render(text)
         if rendered != text:
             stale.append(name)
             if not check:
+                path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(rendered)
     return stale
 
@@ -158,12 +170,15 @@ def snakemake_wall_seconds(log: Path) -> float:
     return (stamps[-1] - stamps[0]).total_seconds()
 
 
-def timings_markdown(root: Path, log: Path) -> str:
-    """The wall time of a Snakemake run (its log) and every job's time (its benchmarks)."""
+def timings_markdown(root: Path, logs: list[Path]) -> str:
+    """The wall time of a Snakemake run (its log; a run in several parts: the sum of their logs'
+    spans) and every job's time (its benchmarks)."""
     jobs = summarise_benchmarks(root)
-    command = next((line.split("Command: ", 1)[1] for line in log.read_text().splitlines() if "Command: " in line), "?")
-    wall = snakemake_wall_seconds(log)
-    head = (f"`{command.strip()}`: {len(jobs)} jobs, **{wall / 60:.1f} minutes** of wall time "
-            f"({jobs['seconds'].sum() / 60:.1f} job-minutes; Snakemake log `{log.name}`).")
+    command = next((line.split("Command: ", 1)[1] for line in logs[-1].read_text().splitlines() if "Command: " in line), "?")
+    wall = sum(snakemake_wall_seconds(log) for log in logs)
+    parts = f" in {len(logs)} parts" if len(logs) > 1 else ""
+    head = (f"`{command.strip()}`: {len(jobs)} jobs, **{wall / 60:.1f} minutes** of wall time{parts} "
+            f"({jobs['seconds'].sum() / 60:.1f} job-minutes; Snakemake log{'s' if len(logs) > 1 else ''} "
+            f"{', '.join(f'`{log.name}`' for log in logs)}).")
     view = jobs.assign(seconds=jobs["seconds"].round(0).astype(int), max_rss_mb=jobs["max_rss_mb"].round(0).astype(int))
     return head + "\n\n" + view.to_markdown(index=False) + "\n"
