@@ -226,7 +226,8 @@ def dvc_stages(jobs) -> dict:
 
 
 def _is_report(path: str) -> bool:
-    return path.endswith((".json", ".csv", ".md"))
+    """Small outputs kept in git (tables, metrics, training logs, figures), not in DVC's cache."""
+    return path.endswith((".json", ".csv", ".md", ".png", ".pdf"))
 
 
 def dvc_commit(root: Path, targets: list[str] = ("all",)) -> list[str]:
@@ -298,6 +299,7 @@ def dvc_yaml(root: Path, targets: list[str]) -> str:
         "plots": [
             {"training loss": {"x": "step", "y": {p: "loss" for p in curves}}},
             *({p: {"x": "step"}} for p in curves),
+            *(p for p in outs if p.startswith("results/figures/") and p.endswith(".png")),
         ],
     }
     return HEADER + yaml.safe_dump(document, sort_keys=False, width=200)
