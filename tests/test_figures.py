@@ -65,12 +65,12 @@ def test_every_catalogued_figure_draws_png_pdf_and_its_data_reproducibly(root, r
     assert set(figures) == set(FIGURES) and all(available(f, params) for f in figures)
     for figure in figures:
         out = tmp_path / "figures" / figure
-        draw(figure, params, files, out)
+        drawn = draw(figure, params, files, out)
         first = out.with_suffix(".pdf").read_bytes()
         assert out.with_suffix(".png").stat().st_size > 1000 and first.startswith(b"%PDF")
         # the written data is what the figure draws, and redraws the same figure (the notebooks' path)
         data = read_data(out.with_suffix(".csv"))
-        pd.testing.assert_frame_equal(data, figure_data(figure, params, files), check_dtype=False, rtol=1e-9)
+        pd.testing.assert_frame_equal(data, drawn, check_dtype=False, rtol=1e-9)
         redrawn = tmp_path / "redrawn.pdf"
         plot(figure, data).savefig(redrawn, metadata={"CreationDate": None})
         assert redrawn.stat().st_size > 1000
