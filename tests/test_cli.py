@@ -190,3 +190,17 @@ def test_the_table_command_splits_a_table_of_several_prompt_sets_by_file_name(pr
         ("base", "hps_benchmark"), ("seppo_w", "hps_benchmark"), ("base", "partiprompts"), ("seppo_w", "partiprompts")]
     assert set(yaml.safe_load((tmp_path / "t.json").read_text())) == {
         "base@hps_benchmark", "seppo_w@hps_benchmark", "base@partiprompts", "seppo_w@partiprompts"}
+
+
+def test_a_score_file_of_no_reported_prompt_set_is_one_clear_error(project, tmp_path, capsys):
+    from test_artifacts import scores
+
+    path = tmp_path / "scores" / "seppo_w" / "validation_unique.parquet"
+    path.parent.mkdir(parents=True)
+    scores({0: [0.4, 0.5]}, 20.0).to_parquet(path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["table", "--params", str(project / "params.yaml"), "--table", "table2", "--scores", f"seppo_w={path}",
+              "--csv", str(tmp_path / "t.csv"), "--md", str(tmp_path / "t.md"), "--json", str(tmp_path / "t.json")])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert "validation_unique.parquet name none of tables.table2.prompt_sets" in err and "Traceback" not in err

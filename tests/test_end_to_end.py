@@ -162,7 +162,7 @@ def test_snakemake_builds_everything_and_dvc_reproduces_it(project, monkeypatch)
     # (one of the two: they share diffpo.notebook; its SEE-DPO table has the diversity columns too).
     monkeypatch.setenv("PYTHONPATH", str(project / "src"))
     shown = {k: text_of(v) for k, v in outputs(execute(project / NOTEBOOKS["SEE-DPO"], project / "notebooks")).items()}
-    assert "re-evaluated from the per-image results: the same verdicts" in shown["claims"]
+    assert "re-evaluated from the per-image results: the same effects, intervals and verdicts" in shown["claims"]
     assert "recomputed from the per-image scores: equal to the committed table" in shown["see_quality"]
     assert "recomputed from the per-image results: equal to the committed data" in shown["see_gamma"]
     assert "not drawn: these settings do not define its runs" in shown["see_reward_hacking"]

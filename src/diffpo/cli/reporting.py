@@ -39,6 +39,14 @@ def cmd_table(args):
     labels = {"base": "Base model", **{m: p["methods"][m]["label"] for m in rows if m != "base"}}
     prompt_sets = p["tables"][args.table].get("prompt_sets")
     if prompt_sets:  # one block of rows per prompt set: a score file's set is its name (SET.parquet)
+        from diffpo.errors import UserError
+
+        unknown = sorted({Path(f).name for _, f in args.scores if Path(f).stem not in prompt_sets})
+        if unknown:
+            raise UserError(f"--scores: {', '.join(unknown)} name none of tables.{args.table}.prompt_sets "
+                            f"({', '.join(prompt_sets)}): a score file's name is its prompt set, SET.parquet")
+        if args.diversity:
+            raise UserError(f"--diversity: table {args.table} reports several prompt sets and has no diversity columns")
         table = pd.concat([score_table(_grouped([(n, f) for n, f in args.scores if Path(f).stem == prompt_set]), labels,
                                        args.table, prompt_set=prompt_set) for prompt_set in prompt_sets],
                           ignore_index=True)
