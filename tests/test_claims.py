@@ -115,7 +115,7 @@ def test_the_committed_claims_name_runs_the_workflow_builds(root):
     for c in claims:  # every claim names runs the settings define: none is skipped
         assert comparisons(c, params), c["id"]
     files = required_files(claims, params, ResultFiles(root / "results", params["seeds"], "validation_unique"))
-    assert any("curves/d3po__steps360" in f for f in files) and any("partiprompts" in f for f in files)
+    assert any("curves/d3po__steps180" in f for f in files) and any("partiprompts" in f for f in files)
     bad = yaml.safe_load((root / "workflow" / "claims.yaml").read_text())
     bad["claims"].append(dict(bad["claims"][0]))
     path = root / "tmp_claims.yaml"

@@ -92,7 +92,7 @@ def test_an_unknown_method_fails_before_torch_is_imported(project):
                           env={**os.environ, "PYTHONPATH": path}, timeout=60)
     assert done.stdout == "False 1\n"
     assert re.fullmatch(r"diffpo train: error: unknown run 'nosuch': not a method of params.yaml nor a variant its "
-                        r"experiments declare \(.*seppo_w__round_updates120.*\)\n", done.stderr)
+                        r"experiments declare \(.*seppo_w__round_updates60.*\)\n", done.stderr)
 
 
 def test_missing_weights_are_one_clear_message(project, capsys):
