@@ -107,9 +107,10 @@ def project(root, tmp_path_factory) -> Path:
     return dest
 
 
-# Stages DVC reruns from nothing in the test, one of each kind (running all of them, one at a
-# time, would take DVC ten minutes): pre-training, each kind of training and seed, evaluation.
-REPRODUCED = ["pretrain_unet", "train-sft_w-0", "train-seppo_w-1", "train-d3po-0", "train-see_diffusion_dpo__gamma0-1",
+# Stages DVC reruns from nothing in the test (running all of them, one at a time, would take
+# DVC ten minutes): pre-training, training from the data's images (the experiment's variant),
+# from generated losers and from rollouts, evaluation, a table.
+REPRODUCED = ["pretrain_unet", "train-seppo_w-1", "train-d3po-0", "train-see_diffusion_dpo__gamma0-1",
               "sample-seppo_w-1-validation_unique", "evaluate-seppo_w-1-validation_unique", "table-table1"]
 
 
@@ -197,8 +198,8 @@ def test_snakemake_builds_everything_and_dvc_reproduces_it(project, monkeypatch)
     shutil.rmtree(project / "results/checkpoints")
     run(["dvc", "repro", "--force", "--single-item", "--quiet", *REPRODUCED], project, OMP_NUM_THREADS="1")
     assert digests(project) == snakemake_outputs
-    for log in ["logs/pretrain_unet.log", "logs/train/sft_w/seed0.log", "logs/train/seppo_w/seed1.log",
-                "logs/train/d3po/seed0.log", "logs/train/see_diffusion_dpo__gamma0/seed1.log"]:
+    for log in ["logs/pretrain_unet.log", "logs/train/seppo_w/seed1.log", "logs/train/d3po/seed0.log",
+                "logs/train/see_diffusion_dpo__gamma0/seed1.log"]:
         assert trained_from_scratch(project / log), (project / log).read_text()[-2000:]
     assert dvc_status(project) == set()
 
