@@ -100,6 +100,10 @@ def test_missing_results_and_unknown_runs_are_clear_errors(results):
                                               "relation": "greater"}])], PARAMS, results)
     with pytest.raises(ClaimsError, match="unknown relation"):
         evaluate_claims([claim("x", compare=[{"a": "better", "b": "ref", "relation": "bigger"}])], PARAMS, results)
+    # a slope over an experiment reduced to one value (as the test configuration's) is not evaluated, not a crash
+    one_value = {**PARAMS, "experiments": {"sweep": {**PARAMS["experiments"]["sweep"], "values": [1.0]}}}
+    trend = evaluate_claims([claim("t", trend={"experiment": "sweep", "relation": "greater"})], one_value, results)
+    assert trend["claim_verdict"].tolist() == ["not evaluated"] and "a trend needs two or more" in trend["comparison"][0]
 
 
 def test_the_committed_claims_name_runs_the_workflow_builds(root):

@@ -52,3 +52,21 @@ def test_notebooks_are_written_from_the_catalogue(tmp_path):
     nbformat.validate(notebook)
     code = [c.source for c in notebook.cells if c.cell_type == "code"]
     assert code[1:] == ['project.show("t1")', 'project.show("acc")']
+
+
+def test_timings_of_a_log_without_jobs_or_of_no_benchmarks_is_one_clear_line(tmp_path):
+    import subprocess
+    import sys
+
+    log = tmp_path / ".snakemake/log/dry.snakemake.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("Building DAG of jobs...\n")  # a dry run, or dvc-commit's DAG: no job ran
+    command = [sys.executable, "-m", "diffpo", "timings", "--root", str(tmp_path), "--snakemake-log", str(log),
+               "--out", str(tmp_path / "t.md")]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 1 and done.stderr.strip().endswith("holds no job benchmarks: run the workflow first")
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks/world.tsv").write_text("s\th:m:s\tmax_rss\n1.0\t0:00:01\t10\n")
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "not the log of a run that executed jobs" in done.stderr and len(done.stderr.strip().splitlines()) == 1

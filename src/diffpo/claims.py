@@ -256,6 +256,8 @@ def comparisons(claim: dict, params: dict) -> list[Comparison]:
         entries = experiment_runs(params, spec["experiment"])
         runs = [r.name for _, _, r in entries]
         xs = list(range(len(entries))) if spec.get("x", "value") == "position" else [float(v) for _, v, _ in entries]
+        if len(set(xs)) < 2:  # a slope needs two settings (a reduced experiment, e.g. the test configuration's)
+            raise UnknownRun(f"experiment {spec['experiment']!r} runs {len(set(xs))} value(s); a trend needs two or more")
         for metric in _as_list(spec.get("metric", "gt_preference")):
             out.append(Comparison(
                 "trend", f"slope of {metric} against {spec['experiment']} ({spec.get('x', 'value')})",

@@ -156,6 +156,10 @@ def summarise_benchmarks(root: Path) -> pd.DataFrame:
         frame = pd.read_csv(path, sep="\t")
         job = str(path.relative_to(root / "benchmarks").with_suffix("")).replace("/", " ")
         rows.append({"job": job, "seconds": float(frame["s"].iloc[-1]), "max_rss_mb": float(frame["max_rss"].iloc[-1])})
+    if not rows:
+        from diffpo.errors import UserError
+
+        raise UserError(f"{root / 'benchmarks'} holds no job benchmarks: run the workflow first")
     return pd.DataFrame(rows).sort_values("seconds", ascending=False)
 
 
@@ -166,7 +170,10 @@ def snakemake_wall_seconds(log: Path) -> float:
     """Seconds between the first and the last job timestamp of a Snakemake log."""
     stamps = [pd.Timestamp(pd.to_datetime(s, format="%a %b %d %H:%M:%S %Y")) for s in _STAMP.findall(log.read_text())]
     if len(stamps) < 2:
-        raise ValueError(f"{log}: fewer than two job timestamps")
+        from diffpo.errors import UserError
+
+        raise UserError(f"{log}: not the log of a run that executed jobs (fewer than two job timestamps); "
+                        "pass the logs of the run's parts")
     return (stamps[-1] - stamps[0]).total_seconds()
 
 
