@@ -74,7 +74,8 @@ def test_every_rule_depends_on_the_code_its_command_runs(root):
         found = re.search(r"-m diffpo ([a-z][\w-]*)", job.shellcmd)
         assert found, f"{job.rule.name}: no `python -m diffpo COMMAND` in {job.shellcmd!r}"
         command = found.group(1)
-        runs.setdefault(command, set(code_files(command, root)))
+        if command not in runs:
+            runs[command] = set(code_files(command, root))
         missing = runs[command] - {str(f) for f in job.input}
         assert not missing, f"{job.rule.name} runs {sorted(missing)} but does not depend on them"
     train = code_files("train", root)

@@ -31,7 +31,7 @@ from diffpo.intervals import METHOD, Estimate, estimate, seed_prompt_matrix
 
 RELATIONS = ("greater", "at_least", "at_most", "equivalent")
 VERDICTS = ("reproduced", "contradicted", "inconclusive")
-NOT_EVALUATED = "not evaluated"  # the claim names a run these settings do not define
+NOT_EVALUATED = "not evaluated"  # these settings do not define what the claim compares
 # For a metric where lower means better or more diverse, a comparison flips its sign, so that
 # "more diverse" and "better" always read as a positive effect.
 LOWER_IS_MORE = {"psnr", "ssim", "degradation"}
@@ -52,9 +52,13 @@ class ClaimsError(UserError, ValueError):
     """workflow/claims.yaml names a run, metric or relation the results cannot give."""
 
 
-class UnknownRun(ClaimsError):
-    """A claim names a run the settings do not define (a reduced registry, e.g. the test
-    configuration): the claim is reported as not evaluated, with the reason."""
+class NotEvaluable(ClaimsError):
+    """The settings do not define what a claim compares (a reduced registry or experiment, e.g.
+    the test configuration's): the claim is reported as not evaluated, with the reason."""
+
+
+class UnknownRun(NotEvaluable):
+    """A claim names a run the settings do not define."""
 
 
 def verdict(value: Estimate, relation: str, margin: float = 0.0) -> str:
@@ -257,7 +261,7 @@ def comparisons(claim: dict, params: dict) -> list[Comparison]:
         runs = [r.name for _, _, r in entries]
         xs = list(range(len(entries))) if spec.get("x", "value") == "position" else [float(v) for _, v, _ in entries]
         if len(set(xs)) < 2:  # a slope needs two settings (a reduced experiment, e.g. the test configuration's)
-            raise UnknownRun(f"experiment {spec['experiment']!r} runs {len(set(xs))} value(s); a trend needs two or more")
+            raise NotEvaluable(f"experiment {spec['experiment']!r} runs {len(set(xs))} value(s); a trend needs two or more")
         for metric in _as_list(spec.get("metric", "gt_preference")):
             out.append(Comparison(
                 "trend", f"slope of {metric} against {spec['experiment']} ({spec.get('x', 'value')})",
@@ -296,7 +300,7 @@ def _evaluable(claim: dict, params: dict) -> list[Comparison]:
     """A claim's comparisons, or none where it names a run the settings do not define."""
     try:
         return comparisons(claim, params)
-    except UnknownRun:
+    except NotEvaluable:
         return []
 
 
@@ -306,7 +310,7 @@ def evaluate_claims(claims: list[dict], params: dict, files: ResultFiles) -> pd.
     for claim in claims:
         try:
             found = comparisons(claim, params)
-        except UnknownRun as reason:
+        except NotEvaluable as reason:
             rows.append({"claim": claim["id"], "paper": claim["paper"], "text": claim["text"],
                          "comparison": f"not evaluated: {reason}", "verdict": NOT_EVALUATED,
                          "claim_verdict": NOT_EVALUATED})
@@ -331,7 +335,7 @@ def claims_markdown(table: pd.DataFrame, seeds: list[int], prompt_set: str) -> s
              "from workflow/claims.yaml; never edited by hand.", "", f"**Rule.** {RULE}", ""]
     summary = table.drop_duplicates("claim")
     counts = summary["claim_verdict"].value_counts()
-    skipped = f", {counts[NOT_EVALUATED]} not evaluated (a run they name is not defined)" if NOT_EVALUATED in counts else ""
+    skipped = f", {counts[NOT_EVALUATED]} not evaluated (the settings do not define what they compare)" if NOT_EVALUATED in counts else ""
     lines += ["**Summary:** " + ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS) + skipped + ".", ""]
     lines += ["| Paper | Claim | Verdict |", "|:--|:--|:--|"]
     lines += [f"| {r['paper']} | {r['text']} | **{r['claim_verdict']}** |" for r in summary.to_dict("records")]
