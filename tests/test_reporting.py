@@ -64,9 +64,35 @@ def test_timings_of_a_log_without_jobs_or_of_no_benchmarks_is_one_clear_line(tmp
     command = [sys.executable, "-m", "diffpo", "timings", "--root", str(tmp_path), "--snakemake-log", str(log),
                "--out", str(tmp_path / "t.md")]
     done = subprocess.run(command, capture_output=True, text=True)
-    assert done.returncode == 1 and done.stderr.strip().endswith("holds no job benchmarks: run the workflow first")
-    (tmp_path / "benchmarks").mkdir()
-    (tmp_path / "benchmarks/world.tsv").write_text("s\th:m:s\tmax_rss\n1.0\t0:00:01\t10\n")
-    done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "not the log of a run that executed jobs" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    log.write_text(_LOG)  # jobs ran, but benchmarks/ holds none of them
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 1 and done.stderr.strip().endswith("holds no benchmark of these jobs: run the workflow first")
+
+
+_LOG = """Command: snakemake --cores 2 results/table1.csv
+[Wed Dec  2 02:27:49 2026]
+localrule world:
+    output: results/world
+    benchmark: benchmarks/world.tsv
+[Wed Dec  2 02:27:49 2026]
+localrule train:
+    benchmark: benchmarks/train/sft_w/seed0.tsv
+[Wed Dec  2 02:28:04 2026]
+Finished jobid: 8 (Rule: world)
+"""
+
+
+def test_timings_list_only_the_jobs_of_the_logs(tmp_path):
+    from diffpo.reporting import timings_markdown
+
+    log = tmp_path / "run.snakemake.log"
+    log.write_text(_LOG)
+    for job, seconds in (("world", 15.0), ("corpus", 7.0)):  # corpus: a later run's job, not this log's
+        (tmp_path / "benchmarks").mkdir(exist_ok=True)
+        (tmp_path / f"benchmarks/{job}.tsv").write_text(f"s\th:m:s\tmax_rss\n{seconds}\t0:00:01\t10\n")
+    text = timings_markdown(tmp_path, [log])
+    assert text.startswith("`snakemake --cores 2 results/table1.csv`: 1 jobs, **0.2 minutes** of wall time")
+    assert "; 1 of its jobs left no benchmark (interrupted or failed)." in text.splitlines()[0]
+    assert "| world" in text and "corpus" not in text

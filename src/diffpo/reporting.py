@@ -149,18 +149,31 @@ def render_documents(root: Path, check: bool = False) -> list[str]:
     return stale
 
 
-def summarise_benchmarks(root: Path) -> pd.DataFrame:
-    """Wall time and peak memory of every job Snakemake benchmarked (benchmarks/**/*.tsv)."""
+def summarise_benchmarks(root: Path, paths: list[Path] | None = None) -> pd.DataFrame:
+    """Wall time and peak memory of the jobs Snakemake benchmarked: ``paths`` (relative to ``root``),
+    or every file under benchmarks/."""
+    paths = sorted((root / "benchmarks").rglob("*.tsv")) if paths is None else [root / p for p in paths]
     rows = []
-    for path in sorted((root / "benchmarks").rglob("*.tsv")):
+    for path in paths:
         frame = pd.read_csv(path, sep="\t")
         job = str(path.relative_to(root / "benchmarks").with_suffix("")).replace("/", " ")
         rows.append({"job": job, "seconds": float(frame["s"].iloc[-1]), "max_rss_mb": float(frame["max_rss"].iloc[-1])})
     if not rows:
         from diffpo.errors import UserError
 
-        raise UserError(f"{root / 'benchmarks'} holds no job benchmarks: run the workflow first")
+        raise UserError(f"{root / 'benchmarks'} holds no benchmark of these jobs: run the workflow first")
     return pd.DataFrame(rows).sort_values("seconds", ascending=False)
+
+
+_BENCHMARK = re.compile(r"^\s+benchmark: (\S+)$", re.M)
+
+
+def logged_benchmarks(root: Path, logs: list[Path]) -> tuple[list[Path], int]:
+    """The benchmark files of the jobs the logs ran (a later run's jobs in benchmarks/ are not
+    theirs), and how many of those jobs left none (interrupted or failed)."""
+    named = list(dict.fromkeys(Path(p) for log in logs for p in _BENCHMARK.findall(log.read_text())))
+    found = [p for p in named if (root / p).is_file()]
+    return found, len(named) - len(found)
 
 
 _STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$", re.M)
@@ -179,13 +192,15 @@ def snakemake_wall_seconds(log: Path) -> float:
 
 def timings_markdown(root: Path, logs: list[Path]) -> str:
     """The wall time of a Snakemake run (its log; a run in several parts: the sum of their logs'
-    spans) and every job's time (its benchmarks)."""
-    jobs = summarise_benchmarks(root)
-    command = next((line.split("Command: ", 1)[1] for line in logs[-1].read_text().splitlines() if "Command: " in line), "?")
+    spans) and the time of every job the logs ran (its benchmark)."""
     wall = sum(snakemake_wall_seconds(log) for log in logs)
+    found, missing = logged_benchmarks(root, logs)
+    jobs = summarise_benchmarks(root, found)
+    command = next((line.split("Command: ", 1)[1] for line in logs[-1].read_text().splitlines() if "Command: " in line), "?")
     parts = f" in {len(logs)} parts" if len(logs) > 1 else ""
     head = (f"`{command.strip()}`: {len(jobs)} jobs, **{wall / 60:.1f} minutes** of wall time{parts} "
             f"({jobs['seconds'].sum() / 60:.1f} job-minutes; Snakemake log{'s' if len(logs) > 1 else ''} "
-            f"{', '.join(f'`{log.name}`' for log in logs)}).")
+            f"{', '.join(f'`{log.name}`' for log in logs)})"
+            + (f"; {missing} of its jobs left no benchmark (interrupted or failed)." if missing else "."))
     view = jobs.assign(seconds=jobs["seconds"].round(0).astype(int), max_rss_mb=jobs["max_rss_mb"].round(0).astype(int))
     return head + "\n\n" + view.to_markdown(index=False) + "\n"
