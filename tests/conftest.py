@@ -14,6 +14,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(items):
+    """The end-to-end run first: under pytest-xdist (pyproject.toml) one worker runs it while the
+    other takes the unit tests, and a run started last would leave one core idle until it ends."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT
