@@ -149,12 +149,10 @@ def render_documents(root: Path, check: bool = False) -> list[str]:
     return stale
 
 
-def summarise_benchmarks(root: Path, paths: list[Path] | None = None) -> pd.DataFrame:
-    """Wall time and peak memory of the jobs Snakemake benchmarked: ``paths`` (relative to ``root``),
-    or every file under benchmarks/."""
-    paths = sorted((root / "benchmarks").rglob("*.tsv")) if paths is None else [root / p for p in paths]
+def summarise_benchmarks(root: Path, paths: list[Path]) -> pd.DataFrame:
+    """Wall time and peak memory of the jobs whose Snakemake benchmarks are ``paths`` (relative to ``root``)."""
     rows = []
-    for path in paths:
+    for path in (root / p for p in paths):
         frame = pd.read_csv(path, sep="\t")
         job = str(path.relative_to(root / "benchmarks").with_suffix("")).replace("/", " ")
         rows.append({"job": job, "seconds": float(frame["s"].iloc[-1]), "max_rss_mb": float(frame["max_rss"].iloc[-1])})
