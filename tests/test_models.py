@@ -19,6 +19,7 @@ from diffpo.models import (
     load_sampling_scheduler,
     load_tokenizer,
     save_pipeline,
+    save_tokenizer,
 )
 from diffpo.sampling import generate, initial_noise
 
@@ -50,6 +51,23 @@ def test_tokenizer_spells_every_world_word_as_one_token(tmp_path):
     for word in world.all_words():
         ids = tokenizer(word, add_special_tokens=False).input_ids
         assert len(ids) == 1 and ids[0] != unk, word
+
+
+def test_saved_tokenizer_does_not_depend_on_offline_mode(tmp_path):
+    """Loaded under HF_HUB_OFFLINE (local_files_only=True) or not, the saved folder is the same bytes."""
+    import json
+
+    from transformers import CLIPTokenizer
+
+    build_tokenizer(world.all_words(), tmp_path / "built", 24)
+    saved = {}
+    for offline in (True, False):
+        tokenizer = CLIPTokenizer.from_pretrained(tmp_path / "built", local_files_only=offline)
+        assert "local_files_only" in tokenizer.init_kwargs  # what transformers would write
+        save_tokenizer(tokenizer, tmp_path / str(offline))
+        saved[offline] = (tmp_path / str(offline) / "tokenizer_config.json").read_text()
+    assert saved[True] == saved[False]
+    assert "local_files_only" not in json.loads(saved[True])
 
 
 def test_saved_folder_is_a_diffusers_stable_diffusion_pipeline(tiny_pipeline):

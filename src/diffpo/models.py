@@ -172,7 +172,23 @@ def build_tokenizer(words: list[str], out_dir: Path, max_length: int) -> CLIPTok
             vocab.append(parts[0] + parts[1])
     vocab += ["<|startoftext|>", "<|endoftext|>"]
     tokenizer = CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=list(ranks), model_max_length=max_length)
-    tokenizer.save_pretrained(out_dir)
+    save_tokenizer(tokenizer, out_dir)
+    return tokenizer
+
+
+def save_tokenizer(tokenizer, out_dir: Path) -> None:
+    """``save_pretrained`` without the loading call's ``local_files_only``.
+
+    transformers keeps that keyword (True under HF_HUB_OFFLINE) among the tokenizer's init
+    arguments and writes it to tokenizer_config.json, so the same weights saved with and
+    without the variable set would differ and DVC would call every stage after them changed.
+    """
+    without_loading_flags(tokenizer).save_pretrained(out_dir)
+
+
+def without_loading_flags(tokenizer):
+    """The tokenizer with the loading call's ``local_files_only`` dropped (see ``save_tokenizer``)."""
+    tokenizer.init_kwargs.pop("local_files_only", None)
     return tokenizer
 
 
@@ -265,7 +281,7 @@ def save_pipeline(out_dir: Path, tokenizer, text_encoder, vae, unet, scheduler) 
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
-        tokenizer=tokenizer,
+        tokenizer=without_loading_flags(tokenizer),
         unet=unet,
         scheduler=scheduler,
         safety_checker=None,

@@ -37,7 +37,7 @@ from transformers import CLIPModel, CLIPTokenizer
 from diffpo import world
 from diffpo.data import image_to_tensor
 from diffpo.files import atomic_dir
-from diffpo.models import MissingWeightsError
+from diffpo.models import MissingWeightsError, save_tokenizer
 from diffpo.rated_pairs import Pairs, read_pairs  # noqa: F401  (re-exported)
 from diffpo.scorers import Scorer
 
@@ -304,7 +304,7 @@ def save_stand_in(scorer: StandInScorer, summary: dict, out_dir: str | Path) -> 
     """Write clip/ (CLIPModel), tokenizer/, head.safetensors (if any) and scorer.json, atomically."""
     with atomic_dir(out_dir) as tmp:
         scorer.clip.save_pretrained(tmp / "clip")
-        scorer.tokenizer.save_pretrained(tmp / "tokenizer")
+        save_tokenizer(scorer.tokenizer, tmp / "tokenizer")
         if scorer.head is not None:
             save_file({k: v.contiguous() for k, v in scorer.head.state_dict().items()}, tmp / "head.safetensors")
         (tmp / "scorer.json").write_text(json.dumps(summary, indent=2) + "\n")

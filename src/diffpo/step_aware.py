@@ -39,7 +39,7 @@ from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPToken
 
 from diffpo.data import image_to_tensor
 from diffpo.files import atomic_dir
-from diffpo.models import MissingWeightsError, Pipeline, encode_images, encode_prompts, load_noise_scheduler, load_pipeline
+from diffpo.models import MissingWeightsError, Pipeline, encode_images, encode_prompts, load_noise_scheduler, load_pipeline, save_tokenizer
 from diffpo.reward_models import Pairs, load_clip, load_stand_in, pickscore_loss
 from diffpo.sampling import guided_eps, predicted_x0
 from diffpo.scorers import PICKSCORE_MODEL, PICKSCORE_PROCESSOR, _from_pretrained, resolve_file
@@ -355,7 +355,7 @@ def save_step_aware(scorer: StepAwareScorer, summary: dict, out_dir: str | Path)
     """Write clip/ (CLIPModel), tokenizer/, time.safetensors (the time conditioning), scorer.json, atomically."""
     with atomic_dir(out_dir) as tmp:
         scorer.clip.save_pretrained(tmp / "clip")
-        scorer.tokenizer.save_pretrained(tmp / "tokenizer")
+        save_tokenizer(scorer.tokenizer, tmp / "tokenizer")
         save_file({k: v.contiguous() for k, v in scorer.time.state_dict().items()}, tmp / "time.safetensors")
         (tmp / "scorer.json").write_text(json.dumps(summary, indent=2) + "\n")
 
