@@ -97,10 +97,11 @@ def test_an_unknown_method_fails_before_torch_is_imported(project):
 
 def test_missing_weights_are_one_clear_message(project, capsys):
     with pytest.raises(SystemExit):
-        main(["sample", "--params", str(project / "params.yaml"), "--base", str(project / "no_model"),
-              "--prompt-set", "validation_unique", "--out", str(project / "s.parquet")])
+        main(["evaluate", "--params", str(project / "params.yaml"), "--base", str(project / "no_model"),
+              "--prompt-set", "validation_unique", "--samples", str(project / "s.parquet"),
+              "--scores", str(project / "c.parquet"), "--diversity", str(project / "d.parquet")])
     err = capsys.readouterr().err
-    assert err.startswith(f"diffpo sample: error: cannot load") and str(project / "no_model") in err
+    assert err.startswith(f"diffpo evaluate: error: cannot load") and str(project / "no_model") in err
     assert "Traceback" not in err
 
 

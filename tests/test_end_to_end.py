@@ -111,7 +111,7 @@ def project(root, tmp_path_factory) -> Path:
 # DVC ten minutes): pre-training, training from the data's images (the experiment's variant),
 # from generated losers and from rollouts, evaluation, a table.
 REPRODUCED = ["pretrain_unet", "train-seppo_w-1", "train-d3po-0", "train-see_diffusion_dpo__gamma0-1",
-              "sample-seppo_w-1-validation_unique", "evaluate-seppo_w-1-validation_unique", "table-table1"]
+              "evaluate-seppo_w-1-validation_unique", "table-table1"]
 
 
 def test_snakemake_builds_everything_and_dvc_reproduces_it(project, monkeypatch):
@@ -181,9 +181,9 @@ def test_snakemake_builds_everything_and_dvc_reproduces_it(project, monkeypatch)
     plan = planned_jobs(run(["snakemake", "--cores", "2", "--dry-run"], project))
     n = len(seeds)
     # the figures read the methods' labels (all of `methods`): both of the test configuration's are redrawn
-    assert plan == {"train": n, "sample": n, "evaluate": n, "table": 1, "training_curves": 1, "claims": 1, "figure": 2,
+    assert plan == {"train": n, "evaluate": n, "table": 1, "training_curves": 1, "claims": 1, "figure": 2,
                     "all": 1}, plan
-    affected = downstream(project, "train-sft_w-0")  # its sample and evaluate, table1, the curves figure, claims
+    affected = downstream(project, "train-sft_w-0")  # its evaluate, table1, the curves figure, claims
     assert {"training_curves", "table-table1", "claims"} <= affected
     assert not {"train-diffusion_dpo-0", "train-sft_w-1", "pretrain_unet"} & affected
     status = dvc_status(project)
@@ -228,4 +228,4 @@ def test_snakemake_builds_everything_and_dvc_reproduces_it(project, monkeypatch)
     # dvc.lock records what Snakemake reran; what it did not (other methods, now stale) DVC still sees as changed.
     status = dvc_status(project)
     assert not {"pretrain_unet", "train-sft_w-0"} & status, status
-    assert {"train-diffusion_dpo-0", "sample-sft_w-0-validation_unique"} <= status, status
+    assert {"train-diffusion_dpo-0", "evaluate-sft_w-0-validation_unique"} <= status, status

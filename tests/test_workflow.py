@@ -28,7 +28,7 @@ def test_each_method_stage_reads_only_its_own_method(root):
     assert stages["train-see_diffusion_dpo__gamma-0.5-1"]["params"][-1] == "experiments.gamma"
     tune = stages["tune-diffusion_dpo-0"]["params"]
     assert "methods.diffusion_dpo.label" in tune and not {"methods.diffusion_dpo.beta", "train.learning_rate"} & set(tune)
-    assert stage_keys("sample", model="sft_w", prompt_set="x") == stage_keys("sample", prompt_set="x")
+    assert stage_keys("evaluate", model="sft_w", prompt_set="x") == stage_keys("evaluate", prompt_set="x")
 
 
 def test_every_stage_logs_and_writes_under_results(root):
@@ -43,7 +43,7 @@ def test_every_stage_logs_and_writes_under_results(root):
 
 def test_seeds_expand_every_trained_row_and_its_evaluation(root):
     from diffpo.config import load_params
-    from diffpo.experiments import curve_runs
+    from diffpo.experiments import curve_runs, prolonged_runs
     from diffpo.workflow import job_counts, snakemake_jobs
 
     for profile in ("tiny", "paper"):
@@ -52,13 +52,18 @@ def test_seeds_expand_every_trained_row_and_its_evaluation(root):
         trained = [r for r in rows if r != "base"]
         counts = job_counts(snakemake_jobs(root, ["results/table1.csv"], {"profile": profile}))
         assert counts["train"] == len(trained) * len(seeds), (profile, counts)
-        assert counts["sample"] == counts["evaluate"] == (len(trained) + 1) * len(seeds), (profile, counts)
+        assert counts["evaluate"] == (len(trained) + 1) * len(seeds) and "sample" not in counts, (profile, counts)
         assert counts["table"] == 1 and "tune" not in counts
     tiny = load_params(root / "params.yaml")
-    counts = job_counts(snakemake_jobs(root, ["all"]))
+    jobs = snakemake_jobs(root, ["all"])
+    counts = job_counts(jobs)
     assert counts["curve"] == len(curve_runs(tiny)) * len(tiny["seeds"]) and counts["claims"] == 1
+    # the prolonged trainings, the longest jobs, are started first (rule train's priority)
+    first = {job.wildcards.method for job in jobs if job.rule.name == "train"
+             and job.rule.expand_priority(job.wildcards_dict, job.input, 1) > 0}
+    assert first and first == set(prolonged_runs(tiny))
     sweep = job_counts(snakemake_jobs(root, ["results/tuning/selection.csv"]))
-    assert sweep["tune"] == len(tiny["tuning"]["grids"]) * tiny["tuning"]["budget"] and "sample" not in sweep
+    assert sweep["tune"] == len(tiny["tuning"]["grids"]) * tiny["tuning"]["budget"] and "evaluate" not in sweep
 
 
 # ---------------------------------------------------------------- code inputs derived from the cli package
@@ -68,7 +73,7 @@ def test_every_rule_depends_on_the_code_its_command_runs(root):
     from diffpo.workflow import code_files, snakemake_jobs
 
     jobs = [job for job in snakemake_jobs(root, ["all"]) if job.output]
-    assert {job.rule.name for job in jobs} >= {"prepare", "encode", "train", "sample", "evaluate", "table"}
+    assert {job.rule.name for job in jobs} >= {"prepare", "encode", "train", "evaluate", "table"}
     runs = {}  # each subcommand's files, derived once (the DAG has hundreds of jobs of a few commands)
     for job in jobs:
         found = re.search(r"-m diffpo ([a-z][\w-]*)", job.shellcmd)
@@ -89,7 +94,7 @@ def test_every_rule_depends_on_the_code_its_command_runs(root):
     assert "src/diffpo/diversity.py" in code_files("evaluate", root)
     assert "src/diffpo/paper_numbers.yaml" in code_files("table", root)
     assert "src/diffpo/paper_numbers.yaml" not in train
-    assert not [f for f in code_files("sample", root) if f.startswith("src/diffpo/training/")]
+    assert not [f for f in code_files("evaluate", root) if f.startswith("src/diffpo/training/")]
 
 
 def test_every_subcommand_has_derivable_code(root):
@@ -109,12 +114,12 @@ def test_every_subcommand_has_derivable_code(root):
 def test_a_command_does_not_depend_on_another_commands_module(root):
     from diffpo.workflow import code_files
 
-    sample, train, tune = (set(code_files(c, root)) for c in ("sample", "train", "tune"))
-    assert "src/diffpo/cli/evaluation.py" in sample and "src/diffpo/cli/training.py" not in sample
+    evaluate, train, tune = (set(code_files(c, root)) for c in ("evaluate", "train", "tune"))
+    assert "src/diffpo/cli/evaluation.py" in evaluate and "src/diffpo/cli/training.py" not in evaluate
     assert "src/diffpo/cli/training.py" in train and "src/diffpo/cli/evaluation.py" not in train
     # tune scores its samples with a helper of the evaluation module, and imports it where it uses it
     assert {"src/diffpo/cli/training.py", "src/diffpo/cli/evaluation.py"} <= tune
-    assert not {"src/diffpo/cli/data.py", "src/diffpo/cli/reporting.py"} & (sample | train | tune)
+    assert not {"src/diffpo/cli/data.py", "src/diffpo/cli/reporting.py"} & (evaluate | train | tune)
 
 
 def test_cli_modules_hold_only_imports_constants_and_definitions_at_module_level(root):

@@ -103,13 +103,6 @@ def build_parser(command: Callable[[str], Callable], tables: list[str]) -> argpa
                  ("--csv", "every grid point's score and the selection (results/tuning/selection.csv)"),
                  ("--md", "the same as Markdown (results/tuning/selection.md)"))
     select.add_argument("--results", nargs="+", required=True, metavar="JSON", help="every grid point's result (from tune)")
-    sample = add("sample", "generate images for a prompt set (PNG bytes in a parquet file)", base,
-                 ("--prompt-set", "the prompt set: a name under prompt_sets: in params.yaml"),
-                 ("--out", "the samples to write (results/samples/MODEL/PROMPT_SET.parquet)"))
-    sample.add_argument("--unet", help="a trained UNet folder replacing the base's (results/models/METHOD/seedSEED/unet)")
-    sample.add_argument("--seed", type=int, default=0,
-                        help="the training seed of the model: the evaluation noise is drawn for it and each prompt, "
-                             "so every model of one seed (the base too) sees the same noise (default: %(default)s)")
     curve = add("curve", "sample and score a run's snapshots along training (and the base model as step 0)", base,
                  ("--snapshots", "the run's snapshots (results/models/RUN/seedSEED/snapshots)"),
                  ("--out", "the per-image scores by step to write (results/curves/RUN/seedSEED.parquet)"))
@@ -121,10 +114,16 @@ def build_parser(command: Callable[[str], Callable], tables: list[str]) -> argpa
     add("train-step-scorer", "train SPO's step-aware preference model (tiny profile)",
         ("--pickscore", "the trained PickScore stand-in (results/scorers/pickscore)"), base,
         ("--out", "the folder to write (results/scorers/step_aware)"))
-    evaluate = add("evaluate", "score samples with every scorer, and the diversity of each prompt's images",
-                   ("--samples", "the samples to score (from sample)"),
-                   ("--out", "the per-image scores to write (results/scores/MODEL/PROMPT_SET.parquet)"),
-                   ("--diversity", "the per-prompt diversity to write (results/diversity/MODEL/PROMPT_SET.parquet)"))
+    evaluate = add("evaluate", "sample a model on a prompt set, then score the images with every scorer and "
+                               "the diversity of each prompt's images", base,
+                   ("--prompt-set", "the prompt set: a name under prompt_sets: in params.yaml"),
+                   ("--samples", "the samples to write, PNG bytes (results/samples/MODEL/seedSEED/PROMPT_SET.parquet)"),
+                   ("--scores", "the per-image scores to write (results/scores/MODEL/seedSEED/PROMPT_SET.parquet)"),
+                   ("--diversity", "the per-prompt diversity to write (results/diversity/MODEL/seedSEED/PROMPT_SET.parquet)"))
+    evaluate.add_argument("--unet", help="a trained UNet folder replacing the base's (results/models/METHOD/seedSEED/unet)")
+    evaluate.add_argument("--seed", type=int, default=0,
+                          help="the training seed of the model: the evaluation noise is drawn for it and each prompt, "
+                               "so every model of one seed (the base too) sees the same noise (default: %(default)s)")
     evaluate.add_argument("--stand-ins", help=stand_ins)
     add("world-stats", "the tiny world's facts that need the base model: data vs base, disjointness, degradations",
         ("--scores", "the base model's per-image scores (results/scores/base/validation_unique.parquet)"),

@@ -91,6 +91,13 @@ def curve_runs(params: dict) -> list[str]:
     return list(dict.fromkeys(runs))
 
 
+def prolonged_runs(params: dict) -> list[str]:
+    """Variant runs trained for more steps than their method: the longest jobs of a run. The
+    workflow starts them first, so that a run does not end on one of them with a core idle."""
+    return [name for name, run in variant_runs(params).items()
+            if run.overrides.get("steps", 0) > _setting(params, run.method, "steps")]
+
+
 def check_experiments(params: dict, source: str = "params.yaml") -> None:
     problems = []
     experiments = params.get("experiments") or {}

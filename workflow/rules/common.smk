@@ -10,7 +10,7 @@ ROOT = Path(str(workflow.current_basedir)).parents[1]  # the project root: this 
 sys.path.insert(0, str(ROOT / "src"))
 
 from diffpo.config import PROFILE_VARIABLE, command_line_profile, load_params, method_judges, select
-from diffpo.experiments import all_runs, curve_runs, resolve_run
+from diffpo.experiments import all_runs, curve_runs, prolonged_runs, resolve_run
 from diffpo.tuning import grid_points
 from diffpo.tuning import grids as tuning_grids
 from diffpo.workflow import code_files, stage_keys, tune_keys
@@ -28,6 +28,7 @@ METHODS = [m for m, s in config["methods"].items() if TINY or s.get("dataset", "
 # Every trained run: the methods, then the experiments' variant runs (diffpo.experiments).
 RUNS = METHODS + [r for r in all_runs(config) if r not in config["methods"]]
 CURVE_RUNS = curve_runs(config)  # runs whose snapshots are sampled and scored along training
+PROLONGED_RUNS = prolonged_runs(config)  # the longest trainings: started first (rule train's priority)
 MODELS = ["base"] + RUNS
 PROMPT_SET = config["sample"]["prompt_set"]
 PROMPT_SETS = list(config["prompt_sets"])

@@ -3,18 +3,23 @@
 from diffpo.gpu_slots import rule_prefix  # GPU jobs take their own GPUs (workflow/profiles/local-gpus)
 
 
-rule sample:
+# One job per model, training seed and prompt set samples and then scores: the imports and
+# the pipeline are paid once (a separate scoring job cost about as much start-up again).
+rule evaluate:
     input:
-        code("sample"),
+        code("evaluate"),
         base=base_input("results/base/pipeline"),
         unet=lambda wc: unet_of(wc.model, wc.seed),
         prompts=[data_source()] if TINY else [],
+        scorers=stand_ins(),
     output:
-        "results/samples/{model}/seed{seed}/{prompt_set}.parquet",
+        samples="results/samples/{model}/seed{seed}/{prompt_set}.parquet",
+        scores="results/scores/{model}/seed{seed}/{prompt_set}.parquet",
+        diversity="results/diversity/{model}/seed{seed}/{prompt_set}.parquet",
     log:
-        "logs/sample/{model}/seed{seed}/{prompt_set}.log",
+        "logs/evaluate/{model}/seed{seed}/{prompt_set}.log",
     benchmark:
-        "benchmarks/sample/{model}/seed{seed}/{prompt_set}.tsv"
+        "benchmarks/evaluate/{model}/seed{seed}/{prompt_set}.tsv"
     wildcard_constraints:
         model="|".join(MODELS),
         seed=r"\d+",
@@ -24,40 +29,15 @@ rule sample:
     resources:
         gpu=0 if TINY else 1,
     params:
-        param_keys=lambda wc: keys("sample", prompt_set=wc.prompt_set),
-        values=values("sample"),
+        param_keys=lambda wc: keys("evaluate", prompt_set=wc.prompt_set),
+        values=values("evaluate"),
         base=base_path("base"),
         unet=lambda wc, input: f"--unet {input.unet}" if input.unet else "",
-    shell:
-        rule_prefix(TINY)
-        + "python -m diffpo sample --base {params.base} {params.unet} --seed {wildcards.seed} --prompt-set {wildcards.prompt_set}"
-        " --out {output} --log {log}"
-
-
-rule evaluate:
-    input:
-        code("evaluate"),
-        samples="results/samples/{model}/seed{seed}/{prompt_set}.parquet",
-        scorers=stand_ins(),
-    output:
-        scores="results/scores/{model}/seed{seed}/{prompt_set}.parquet",
-        diversity="results/diversity/{model}/seed{seed}/{prompt_set}.parquet",
-    log:
-        "logs/evaluate/{model}/seed{seed}/{prompt_set}.log",
-    benchmark:
-        "benchmarks/evaluate/{model}/seed{seed}/{prompt_set}.tsv"
-    conda:
-        "../envs/diffpo.yaml"
-    resources:
-        gpu=0 if TINY else 1,
-    params:
-        param_keys=keys("evaluate"),
-        values=values("evaluate"),
         stand_ins="--stand-ins results/scorers" if TINY else "",
     shell:
-        rule_prefix(TINY)
-        + "python -m diffpo evaluate --samples {input.samples} {params.stand_ins} --out {output.scores}"
-        " --diversity {output.diversity} --log {log}"
+        rule_prefix(TINY) + "python -m diffpo evaluate --base {params.base} {params.unet} --seed {wildcards.seed}"
+        " --prompt-set {wildcards.prompt_set} {params.stand_ins} --samples {output.samples}"
+        " --scores {output.scores} --diversity {output.diversity} --log {log}"
 
 
 if TINY:

@@ -22,6 +22,7 @@ rule train:
     wildcard_constraints:
         method="|".join(RUNS),
         seed=r"\d+",
+    priority: lambda wc: 1 if wc.method in PROLONGED_RUNS else 0
     conda:
         "../envs/diffpo.yaml"
     resources:

@@ -1,4 +1,4 @@
-"""Sampling and scoring: ``sample``, ``evaluate``, ``curve``, the world's statistics, the
+"""Sampling and scoring: ``evaluate`` (sample, then score), ``curve``, the world's statistics, the
 stand-in scorers' training and every scorer's accuracy on held-out preferences."""
 
 from __future__ import annotations
@@ -9,26 +9,6 @@ from pathlib import Path
 
 from diffpo.cli import _params, _set_torch_threads
 from diffpo.errors import UserError
-
-
-def cmd_sample(args):
-    from diffpo.config import SampleConfig, build
-
-    p = _params(args, "sample", prompt_set=args.prompt_set)
-    spec = p["prompt_sets"][args.prompt_set]
-    # a prompt set may set its own protocol: more images a prompt (diversity), its first N prompts
-    cfg = build(SampleConfig, {**p["sample"], **{k: spec[k] for k in ("images_per_prompt",) if k in spec}})
-    _set_torch_threads()
-    from diffpo.files import write_parquet
-    from diffpo.models import load_pipeline, load_sampling_scheduler
-    from diffpo.sampling import generate
-    from diffpo.sources import read_prompts
-
-    pipe = load_pipeline(args.base, unet_source=args.unet)
-    prompts = read_prompts(spec)[: spec.get("max_prompts")]
-    samples = generate(pipe, load_sampling_scheduler(args.base, cfg.scheduler), prompts, cfg, args.seed)
-    write_parquet(samples, Path(args.out))
-    print(f"{len(samples)} images for {len(prompts)} prompts of {args.prompt_set}")
 
 
 def cmd_curve(args):
@@ -112,23 +92,35 @@ def cmd_train_step_scorer(args):
 
 
 def cmd_evaluate(args):
-    p = _params(args, "evaluate")
-    _set_torch_threads()
-    import pandas as pd
+    """Sample a model on a prompt set, then score the images: one process, so the imports and
+    the pipeline are paid once per model, seed and prompt set."""
+    from diffpo.config import SampleConfig, build
 
+    p = _params(args, "evaluate", prompt_set=args.prompt_set)
+    spec = p["prompt_sets"][args.prompt_set]
+    # a prompt set may set its own protocol: more images a prompt (diversity), its first N prompts
+    cfg = build(SampleConfig, {**p["sample"], **{k: spec[k] for k in ("images_per_prompt",) if k in spec}})
+    _set_torch_threads()
     from diffpo.diversity import diversity_table
     from diffpo.evaluation import decode_samples, describe, load_scorers, score_samples
     from diffpo.files import write_parquet
+    from diffpo.models import load_pipeline, load_sampling_scheduler
+    from diffpo.sampling import generate
+    from diffpo.sources import read_prompts
 
-    samples = pd.read_parquet(args.samples)
-    images = decode_samples(samples)
-    scorers = load_scorers(p, args.stand_ins)
+    pipe = load_pipeline(args.base, unet_source=args.unet)
+    scorers = load_scorers(p, args.stand_ins)  # before sampling: missing weights fail at once
+    prompts = read_prompts(spec)[: spec.get("max_prompts")]
+    samples = generate(pipe, load_sampling_scheduler(args.base, cfg.scheduler), prompts, cfg, args.seed)
+    write_parquet(samples, Path(args.samples))
+    print(f"{len(samples)} images for {len(prompts)} prompts of {args.prompt_set}")
+    images = decode_samples(samples)  # the PNGs as written: scores are those of the stored images
     scores = score_samples(samples, images, scorers, p["scorers"]["batch_size"], _world(p))
     scores.attrs["scorers"] = describe(scorers)
-    write_parquet(scores, Path(args.out))
+    write_parquet(scores, Path(args.scores))
     # Diversity between a prompt's images (SEE-DPO); needs several images per prompt.
     diversity = diversity_table(images, samples["prompt_id"].to_numpy())
-    diversity.insert(0, "seed", int(samples["seed"].iloc[0]))  # one training seed per sample file
+    diversity.insert(0, "seed", args.seed)
     if _world(p) is not None:  # what the world knows: variety of the attributes a prompt leaves free
         from diffpo.world.ground_truth import semantic_diversity
 
