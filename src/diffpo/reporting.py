@@ -113,7 +113,7 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
     "artifacts": artifacts,
     "tuning": tuning,
     **{name: (lambda root, n=name: _result_table(root, f"results/{n}.md"))
-       for name in ("table1", "table2", "table4", "see_dpo", "scorer_accuracy")},
+       for name in ("table1", "controls", "table2", "table4", "see_dpo", "scorer_accuracy")},
 }
 _BLOCK = re.compile(r"(<!-- BEGIN (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- END (?P=name) -->)", re.S)
 
