@@ -96,3 +96,14 @@ def test_timings_list_only_the_jobs_of_the_logs(tmp_path):
     assert text.startswith("`snakemake --cores 2 results/table1.csv`: 1 jobs, **0.2 minutes** of wall time")
     assert "; 1 of its jobs left no benchmark (interrupted or failed)." in text.splitlines()[0]
     assert "| world" in text and "corpus" not in text
+    assert "\n\nMeasured on " in text  # the CPU: the same jobs take different times on different CPUs
+
+
+def test_machine_description_names_the_cpu_and_its_cores(tmp_path):
+    import os
+
+    from diffpo.reporting import machine_description
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9R14\n")
+    assert machine_description(cpuinfo) == f"AMD EPYC 9R14, {os.cpu_count()} CPU cores"

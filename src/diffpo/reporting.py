@@ -201,4 +201,15 @@ def timings_markdown(root: Path, logs: list[Path]) -> str:
             f"{', '.join(f'`{log.name}`' for log in logs)})"
             + (f"; {missing} of its jobs left no benchmark (interrupted or failed)." if missing else "."))
     view = jobs.assign(seconds=jobs["seconds"].round(0).astype(int), max_rss_mb=jobs["max_rss_mb"].round(0).astype(int))
-    return head + "\n\n" + view.to_markdown(index=False) + "\n"
+    return head + "\n\n" + f"Measured on {machine_description()}.\n\n" + view.to_markdown(index=False) + "\n"
+
+
+def machine_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU the timings were measured on (the same jobs take markedly different times on
+    different CPUs of the same core count), and its core count."""
+    import os
+    import platform
+
+    model = next((line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.is_file() else [])
+                  if line.startswith("model name")), platform.processor() or platform.machine())
+    return f"{model}, {os.cpu_count()} CPU cores"
