@@ -9,6 +9,8 @@ with the committed results.
 from __future__ import annotations
 
 import json
+import os
+import platform
 import re
 from pathlib import Path
 from typing import Callable
@@ -206,10 +208,7 @@ def timings_markdown(root: Path, logs: list[Path]) -> str:
 
 def machine_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """The CPU the timings were measured on (the same jobs take markedly different times on
-    different CPUs of the same core count), and its core count."""
-    import os
-    import platform
-
+    different CPUs of the same core count), and its core count: `timings` runs right after the run, on its machine."""
     model = next((line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.is_file() else [])
                   if line.startswith("model name")), platform.processor() or platform.machine())
     return f"{model}, {os.cpu_count()} CPU cores"

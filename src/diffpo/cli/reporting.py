@@ -18,8 +18,9 @@ TABLES = {
                "prompts of attribute combinations the training data never pairs, and other phrasings). Diffusion-RPO, "
                "a row of the paper's table, is not one of diffpo's methods"),
     "controls": ("Controls of Table 1: more training, and data without preferences",
-                 "Paper: none; the controls are diffpo's own. A preference method shows the value of the preference "
-                 "signal only where it beats the row of data without preferences too"),
+                 "Paper: SePPO Table 1's numbers for the base and SFT^w; the controls are diffpo's own, with no paper "
+                 "row. A preference method shows the value of the preference signal only where it beats the row of data "
+                 "without preferences too"),
     "table4": ("Table 4: SePPO ablations (AAF and reference strategy)",
                "Paper: SePPO Table 4 (SD-1.5, Pick-a-Pic validation_unique)"),
     "see_dpo": ("SEE-DPO: base methods and their self-entropy-enhanced variants",
