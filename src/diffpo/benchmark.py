@@ -12,6 +12,7 @@ every figure to a JSON file that ``diffpo compute-budget`` reads.
 
 from __future__ import annotations
 
+import dataclasses
 import resource
 import tempfile
 import time
@@ -24,9 +25,11 @@ import torch
 from diffpo.cache import EncodedPairs, write_cache
 from diffpo.config import SampleConfig, TrainConfig, build, method_settings
 from diffpo.models import build_noise_scheduler, build_unet, build_vae
+from diffpo.reporting import machine_description
 from diffpo.training import OBJECTIVES, Generators, Reference, _source, add_lora
 
 METHODS = ("sft_w", "diffusion_dpo", "seppo_w", "d3po", "ddpo")
+PRECISION_NAMES = {"no": "float32", "bf16": "bf16 autocast"}
 N_PAIRS, N_PROMPTS = 2048, 64
 
 
@@ -98,6 +101,12 @@ def _floor(unet, reference, needs_reference: bool, inputs: _Inputs):
     return floor
 
 
+def _generation_precisions(cfg: TrainConfig) -> tuple[str, ...]:
+    """The precisions a round's generation is timed in: both for generated losers (their
+    ``generation_precision`` is a per-CPU trade, docs/reproduction.md), the configured one otherwise."""
+    return ("no", "bf16") if cfg.data == "pairs" else (cfg.generation_precision,)
+
+
 def _shapes(params: dict) -> tuple[tuple[int, int, int], int, int]:
     pre = params["pretrain"]
     size = params["data"]["resolution"] // 2 ** (len(pre["vae"]["block_out_channels"]) - 1)
@@ -128,16 +137,20 @@ def training_steps(params: dict, cache: EncodedPairs, work: Path, repeats: int) 
         # every repeat times the same step (a drifting policy saturates the DPO losses, whose
         # subnormal gradients are slow on a CPU: a property of the drift, not of the objective).
         optimizer = torch.optim.AdamW([p for p in unet.parameters() if p.requires_grad], lr=0.0)
-        source = _source(cfg, cache, accelerator, generators, work / method)
+        source = None if cfg.round_updates else _source(cfg, cache, accelerator, generators, work / method)
         if cfg.round_updates:
-            start = time.perf_counter()
-            source.begin_round(0, unet, reference)
-            seconds = time.perf_counter() - start
             count, unit = ((cfg.round_updates * cfg.batch_size, "losers") if cfg.data == "pairs"
                            else (cfg.rollout_prompts, "prompts"))
-            rounds.append({"method": method, "what": f"{cfg.label}: one round's generation",
-                           "batch": f"{count} {unit}, {cfg.sampler_steps} DDIM steps", "seconds": seconds,
-                           "per_second": count / seconds})
+            for precision in _generation_precisions(cfg):
+                variant = dataclasses.replace(cfg, generation_precision=precision)
+                timed_source = _source(variant, cache, accelerator, generators, work / f"{method}-{precision}")
+                seconds = _time(lambda: timed_source.begin_round(0, unet, reference), 1)
+                rounds.append({"method": method, "what": f"{cfg.label}: one round's generation",
+                               "batch": f"{count} {unit}, {cfg.sampler_steps} DDIM steps",
+                               "precision": PRECISION_NAMES[precision], "configured": precision == cfg.generation_precision,
+                               "seconds": seconds, "per_second": count / seconds})
+                if precision == cfg.generation_precision:
+                    source = timed_source  # its round's losers feed the timed steps below
         inputs = _Inputs(unet)
         draws = iter(range(10**6))
 
@@ -225,7 +238,8 @@ def run(params: dict, repeats: int = 10, source: Path | None = None, split: str 
         steps, rounds = training_steps(params, cache, Path(tmp), repeats)
         figures = {"steps": steps, "rounds": rounds, "sampling": sampling(params, repeats),
                    "storage": storage(cache, source, split)}
-    figures["environment"] = {"profile": params["profile"], "device": "cpu", "threads": torch.get_num_threads(),
+    figures["environment"] = {"profile": params["profile"], "device": "cpu", "machine": machine_description(),
+                              "threads": torch.get_num_threads(),
                               "repeats": repeats, "torch": torch.__version__,
                               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     figures["models"] = {"unet": params["pretrain"]["unet"], "latent_shape": list(latent), "tokens": tokens,
@@ -239,7 +253,7 @@ def report(figures: dict) -> str:
     steps = steps[["label", "batch", "unet_batch", "step_s", "floor_s", "ratio", "optimizer_s"]].rename(columns={
         "label": "objective (method)", "unet_batch": "UNet batch", "step_s": "step s", "floor_s": "floor s",
         "ratio": "step / floor", "optimizer_s": "optimizer s"})
-    rounds = pd.DataFrame(figures["rounds"])[["what", "batch", "seconds", "per_second"]]
+    rounds = pd.DataFrame(figures["rounds"])[["what", "batch", "precision", "seconds", "per_second"]]
     s, st, env = figures["sampling"], figures["storage"], figures["environment"]
     lines = ["Training micro-step (loss + backward) against its floor (policy forward + backward, reference forward, "
              "same UNet inputs), medians of interleaved repeats:", "", steps.to_markdown(index=False, floatfmt=".4f"), "",
@@ -249,5 +263,6 @@ def report(figures: dict) -> str:
              f"{st['cache_prompts']} prompts; layout predicts {st['layout_bytes_per_pair']:.0f})"
              + (f"; the JPEGs it replaces: {st['jpeg_bytes_per_pair']:.0f} bytes/pair ({st['jpeg_rows']} rows of "
                 f"{st['jpeg_source']})" if "jpeg_bytes_per_pair" in st else ""), "",
-             f"peak resident memory {env['peak_rss_mb']:.0f} MB, {env['threads']} torch threads, {env['repeats']} repeats"]
+             f"Measured on {env['machine']}: peak resident memory {env['peak_rss_mb']:.0f} MB, {env['threads']} torch "
+             f"threads, {env['repeats']} repeats"]
     return "\n".join(lines)
