@@ -4,6 +4,9 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a missing hub file must fail at once, not retry for minutes
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# One torch thread per process: the two xdist workers and the end-to-end run's Snakemake jobs
+# already fill the cores, and threads beyond them only spin (the suite ran faster on 2 cores).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import copy
 from pathlib import Path
@@ -12,12 +15,6 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def pytest_collection_modifyitems(items):
-    """The end-to-end run first: under pytest-xdist (pyproject.toml) one worker runs it while the
-    other takes the unit tests, and a run started last would leave one core idle until it ends."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")
