@@ -21,7 +21,8 @@ def test_report_shows_each_rounds_precision_and_the_machine():
     step = {"label": "SePPO^w", "batch": "32 pairs", "unet_batch": 64, "step_s": 0.2, "floor_s": 0.1, "ratio": 2.0,
             "optimizer_s": 0.01}
     rounds = [{"what": "SePPO^w: one round's generation", "batch": "960 losers, 8 DDIM steps",
-               "precision": PRECISION_NAMES[p], "seconds": s, "per_second": 960 / s} for p, s in (("no", 16.0), ("bf16", 8.0))]
+               "precision": PRECISION_NAMES[p], "seconds": s, "per_second": 960 / s}
+              for p, s in (("no", 16.0), ("bf16", 8.0))]
     figures = {"steps": [step], "rounds": rounds,
                "sampling": {"what": "DDIM sampling", "batch": "160 images", "seconds": 4.0, "images_per_second": 40.0},
                "storage": {"cache_bytes_per_pair": 2245.0, "cache_pairs": 2048, "cache_prompts": 64,

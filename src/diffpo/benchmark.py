@@ -147,7 +147,8 @@ def training_steps(params: dict, cache: EncodedPairs, work: Path, repeats: int) 
                 seconds = _time(lambda: timed_source.begin_round(0, unet, reference), 1)
                 rounds.append({"method": method, "what": f"{cfg.label}: one round's generation",
                                "batch": f"{count} {unit}, {cfg.sampler_steps} DDIM steps",
-                               "precision": PRECISION_NAMES[precision], "configured": precision == cfg.generation_precision,
+                               "precision": PRECISION_NAMES[precision],
+                               "configured": precision == cfg.generation_precision,
                                "seconds": seconds, "per_second": count / seconds})
                 if precision == cfg.generation_precision:
                     source = timed_source  # its round's losers feed the timed steps below
