@@ -9,7 +9,7 @@ def _cfg(root, method: str) -> TrainConfig:
 
 
 def test_generated_losers_are_timed_in_both_precisions_and_rollouts_in_their_own(root):
-    # generation_precision is a per-CPU trade (bf16 halves generation on one CPU, not on another):
+    # generation_precision is a per-CPU trade (bf16 is faster on some CPUs, not on others):
     # the benchmark shows both, whatever params.yaml configures
     assert _generation_precisions(_cfg(root, "seppo_w")) == ("no", "bf16")
     assert _generation_precisions(_cfg(root, "spin_diffusion")) == ("no", "bf16")
