@@ -4,6 +4,7 @@ autocast and gradient accumulation derived from the effective batch (diffpo.reci
 
 import os
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,9 @@ from diffpo.models import build_noise_scheduler
 
 from test_methods import Brightness, generators, rollout_config
 from test_training import SCHEDULER, cache, dpo_config, tiny_unet  # noqa: F401  (the shared fixture)
+
+
+METHODS = ["diffusion_dpo", "d3po"]
 
 
 def _configs():
@@ -40,17 +44,19 @@ def _train(method: str, cache_dir, work, rollout_prompts: int) -> dict:
     return {k: v.detach().clone() for k, v in unet.state_dict().items()}
 
 
-def _worker(rank: int, world: int, port: int, method: str, cache_dir, work, out, rollout_prompts: int):
+def _worker(rank: int, world: int, port: int, cache_dir, work, out, rollout_prompts: int):
+    """Trains each method in turn (one start-up, about 9 s of imports, serves both)."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
     from accelerate import PartialState
 
     state = PartialState(cpu=True)
     assert state.num_processes == world and state.backend == "gloo"
-    weights = _train(method, cache_dir, work, rollout_prompts)
-    if state.is_main_process:
-        torch.save(weights, out)
-    state.wait_for_everyone()
+    for method in METHODS:
+        weights = _train(method, cache_dir, work / method, rollout_prompts)
+        if state.is_main_process:
+            torch.save(weights, out / f"{method}.pt")
+        state.wait_for_everyone()
     torch.distributed.destroy_process_group()
 
 
@@ -60,17 +66,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("method", ["diffusion_dpo", "d3po"])
-def test_two_processes_train_the_weights_of_one_with_the_same_global_batch(cache, tmp_path, method):
-    # Each run in fresh processes: accelerate's state is per process, and this test's bf16 would
-    # clash with a state another test left behind in the pytest process.
-    two, one = tmp_path / "two.pt", tmp_path / "one.pt"
-    mp.start_processes(_worker, args=(2, _free_port(), method, cache.cache_dir, tmp_path / "two", two, 2), nprocs=2,
+@pytest.fixture(scope="module")
+def trained(cache, tmp_path_factory) -> dict[str, Path]:
+    """Each method's final weights from two processes and from one, trained in fresh processes:
+    accelerate's state is per process, and this test's bf16 would clash with a state another
+    test left behind in the pytest process."""
+    root = tmp_path_factory.mktemp("distributed")
+    out = {"two": root / "two", "one": root / "one"}
+    for folder in out.values():
+        folder.mkdir()
+    mp.start_processes(_worker, args=(2, _free_port(), cache.cache_dir, root / "work_two", out["two"], 2), nprocs=2,
                        start_method="spawn")
     # one process: the same 8 (4) examples per update, 4 (2) micro-steps; the same 4 rollout prompts
-    mp.start_processes(_worker, args=(1, _free_port(), method, cache.cache_dir, tmp_path / "one", one, 4), nprocs=1,
+    mp.start_processes(_worker, args=(1, _free_port(), cache.cache_dir, root / "work_one", out["one"], 4), nprocs=1,
                        start_method="spawn")
-    one, two = torch.load(one, weights_only=True), torch.load(two, weights_only=True)
+    return out
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_two_processes_train_the_weights_of_one_with_the_same_global_batch(trained, method):
+    one, two = (torch.load(trained[n] / f"{method}.pt", weights_only=True) for n in ("one", "two"))
     start = tiny_unet().state_dict()
     moved = [k for k in one if not torch.equal(one[k], start[k])]
     assert moved, "training changed nothing: the comparison would prove nothing"
