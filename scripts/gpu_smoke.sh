@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
-exec python -m diffpo.gpu_smoke "$@"
+exec python -m diffpo.pipeline.gpu_smoke "$@"

@@ -2,19 +2,11 @@
 
 import math
 
-import numpy as np
 import pandas as pd
 
-from diffpo.artifacts import score_table, to_markdown
+from diffpo.evidence.tables import score_table, to_markdown
 
-
-def scores(values_by_prompt: dict[int, list[float]], pickscore: float, seed: int = 0) -> pd.DataFrame:
-    rows = [{"seed": seed, "prompt_id": p, "caption": f"p{p}", "image_index": i, "gt_preference": v,
-             "gt_alignment": v, "gt_aesthetic": v, "pickscore": pickscore}
-            for p, values in values_by_prompt.items() for i, v in enumerate(values)]
-    frame = pd.DataFrame(rows)
-    frame.attrs["scorers"] = {"pickscore": {"version": "tiny stand-in", "scale": "logit_scale.exp() * cos"}}
-    return frame
+from conftest import scores
 
 
 def test_means_intervals_and_paired_differences_over_seeds_and_prompts(tmp_path):
@@ -65,3 +57,18 @@ def test_a_table_of_several_prompt_sets_has_one_block_each_with_that_sets_paper_
     assert table["paper_pickscore"].tolist() == [20.95, 21.90, 21.38, 21.93]  # FACTS.md: SePPO Table 2, HPS / Parti
     assert math.isclose(table.iloc[1]["gt_preference_delta"], 0.1) and math.isclose(table.iloc[3]["gt_preference_delta"], 0.125)
     assert " Prompts " in to_markdown(table, "T", "n")
+
+
+def test_the_dvc_metrics_headline_is_each_rows_change_with_its_interval():
+    from diffpo.evidence.tables import headline
+
+    rows = {"base": {"gt_preference_delta": 0.0, "gt_preference_delta_low": 0.0, "gt_preference_delta_high": 0.0,
+                     "pickscore_delta": 0.0, "gt_preference_mean": 0.4},
+            "sft_w": {"gt_preference_delta": 0.03, "gt_preference_delta_low": 0.01, "gt_preference_delta_high": 0.05,
+                      "pickscore_delta": 0.2, "gt_preference_mean": 0.43}}
+    assert headline(rows) == {"sft_w": {"gt_preference_delta": 0.03, "gt_preference_delta_low": 0.01,
+                                        "gt_preference_delta_high": 0.05}}
+    paper = {"base@x": {"pickscore_delta": 0.0}, "seppo_w@x": {"pickscore_delta": 0.4, "pickscore_delta_low": 0.1,
+                                                              "pickscore_delta_high": 0.7}}
+    assert headline(paper) == {"seppo_w@x": {"pickscore_delta": 0.4, "pickscore_delta_low": 0.1,
+                                             "pickscore_delta_high": 0.7}}

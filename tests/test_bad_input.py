@@ -13,9 +13,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from diffpo.config import ParamsError, load_params
-from diffpo.data import SKIP_REASONS, prepare_pairs
-from diffpo.sources import DataError, list_shards
+from diffpo.settings.params import ParamsError, load_params
+from diffpo.data.preparation import SKIP_REASONS, prepare_pairs
+from diffpo.data.reading import DataError, list_shards
 
 
 # ---------------------------------------------------------------- settings
@@ -97,7 +97,7 @@ def test_a_key_given_twice_names_the_file_line_and_key(bad_settings):
 
 
 def test_yaml_merge_keys_may_still_be_overridden(tmp_path):
-    from diffpo.config import read_yaml
+    from diffpo.settings.params import read_yaml
 
     path = tmp_path / "merge.yaml"
     path.write_text("a: &base {x: 1, y: 2}\nb:\n  <<: *base\n  y: 3\n")
@@ -164,8 +164,8 @@ def bad_data(tmp_path_factory) -> dict:
 
 
 def test_an_image_of_another_size_is_resized_and_counted(bad_data):
-    from diffpo.reward_models import read_pairs
-    from diffpo.sources import decode_image, fit_image
+    from diffpo.scoring.stand_ins import read_pairs
+    from diffpo.data.reading import decode_image, fit_image
 
     pairs = read_pairs(bad_data["mixed_sizes"], "train")
     assert pairs.images_1.shape == (4, 16, 16, 3) and pairs.resized == 1 and pairs.image_size == (16, 16)
@@ -189,7 +189,7 @@ def test_rows_that_cannot_be_used_are_counted_by_reason(bad_data):
 
 
 def test_the_scorers_reader_skips_the_same_rows(bad_data):
-    from diffpo.reward_models import read_pairs
+    from diffpo.scoring.stand_ins import read_pairs
 
     pairs = read_pairs(bad_data["bad_rows"], "train")
     assert len(pairs) == 4 and pairs.skipped == {"undecodable_image": 0, "invalid_label": 0, "duplicate_row": 1,
@@ -204,7 +204,7 @@ def test_captions_stored_as_bytes_are_read_as_text(bad_data):
 
 
 def test_sixteen_bit_greyscale_keeps_its_levels():
-    from diffpo.sources import decode_image
+    from diffpo.data.reading import decode_image
 
     for level in (0, 20000, 65535):
         assert np.asarray(decode_image(_grey16(level))).tolist() == [[[round(level / 257)] * 3] * 16] * 16

@@ -1,7 +1,8 @@
 """The benchmark's figures: which generation it times in which precision, and what its report says."""
 
-from diffpo.benchmark import PRECISION_NAMES, _generation_precisions, report
-from diffpo.config import TrainConfig, build, load_params, method_settings
+from diffpo.pipeline.benchmark import PRECISION_NAMES, _generation_precisions, report
+from diffpo.settings.params import load_params
+from diffpo.settings.configs import TrainConfig, build, method_settings
 
 
 def _cfg(root, method: str) -> TrainConfig:

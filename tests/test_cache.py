@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from diffpo import world
-from diffpo.cache import CacheError, CacheWriter, EncodedPairs, ShardedArray, write_cache
-from diffpo.data import encode_cache, image_to_tensor, iter_pair_images, prepare_pairs
-from diffpo.models import (
+from diffpo.data.cache import CacheError, CacheWriter, EncodedPairs, ShardedArray, write_cache
+from diffpo.data.preparation import encode_cache, image_to_tensor, iter_pair_images, prepare_pairs
+from diffpo.models.loading import (
     build_clip,
     build_noise_scheduler,
     build_tokenizer,

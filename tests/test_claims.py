@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from diffpo.claims import (ClaimsError, ResultFiles, combine, evaluate_claims, load_claims, required_files,
+from diffpo.evidence.claims import (ClaimsError, ResultFiles, combine, evaluate_claims, load_claims, required_files,
                            verdict)
-from diffpo.intervals import Estimate
+from diffpo.evidence.intervals import Estimate
 
 SEEDS = [0, 1, 2]
 PROMPTS = 40
@@ -107,14 +107,14 @@ def test_missing_results_and_unknown_runs_are_clear_errors(results):
 
 
 def test_the_committed_claims_name_runs_the_workflow_builds(root):
-    from diffpo.config import load_params
+    from diffpo.settings.params import load_params
 
     params = load_params(root / "params.yaml")
     claims = load_claims(root / "workflow" / "claims.yaml")
     ids = {c["id"] for c in claims}
     assert {"seppo_beats_sft", "uniform_reference_best", "more_checkpoints_help", "negative_gamma_poor",
             "see_delays_reward_hacking", "see_spo_scores_higher", "larger_gamma_more_diverse"} <= ids
-    from diffpo.claims import comparisons
+    from diffpo.evidence.claims import comparisons
 
     for c in claims:  # every claim names runs the settings define: none is skipped
         assert comparisons(c, params), c["id"]

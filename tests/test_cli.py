@@ -15,6 +15,8 @@ import yaml
 import diffpo
 from diffpo.cli import build_parser, main
 
+from conftest import scores
+
 SMALL_WORLD = dict(n_train_pairs=60, n_validation_unique=8, n_test_unique=8, n_ood_combinations=4,
                    n_ood_phrasings=4, train_shard_size=40)
 
@@ -47,8 +49,8 @@ def test_every_subcommand_and_option_has_help():
 
 
 def test_the_stand_in_choices_are_the_stand_ins():
-    from diffpo.cli_parser import STAND_INS
-    from diffpo.reward_models import NAMES
+    from diffpo.cli.evaluate import STAND_INS
+    from diffpo.scoring.stand_ins import NAMES
 
     assert STAND_INS == NAMES
 
@@ -63,7 +65,7 @@ def test_an_input_error_is_one_line_without_a_traceback(project, capsys):
 
 
 def test_debug_shows_the_traceback(project):
-    from diffpo.config import ParamsError
+    from diffpo.settings.params import ParamsError
 
     with pytest.raises(ParamsError):
         main(["prepare", "--params", str(project / "missing.yaml"), "--pairs", "p", "--manifest", "m", "--debug"])
@@ -173,8 +175,6 @@ def test_the_readme_world_and_prepare_commands_run_as_written(root, project):
 
 def test_the_table_command_splits_a_table_of_several_prompt_sets_by_file_name(project, root, tmp_path):
     # Table 2: one METHOD=PATH per seed and prompt set; a file's set is its name (SET.parquet)
-    from test_artifacts import scores
-
     args = []
     for run in ("base", "seppo_w"):
         for prompt_set in ("hps_benchmark", "partiprompts"):
@@ -189,13 +189,11 @@ def test_the_table_command_splits_a_table_of_several_prompt_sets_by_file_name(pr
     table = pd.read_csv(tmp_path / "t.csv")
     assert list(zip(table["method"], table["prompt_set"])) == [
         ("base", "hps_benchmark"), ("seppo_w", "hps_benchmark"), ("base", "partiprompts"), ("seppo_w", "partiprompts")]
-    assert set(yaml.safe_load((tmp_path / "t.json").read_text())) == {
-        "base@hps_benchmark", "seppo_w@hps_benchmark", "base@partiprompts", "seppo_w@partiprompts"}
+    # DVC's metrics: each row's change against the base (not the base's own row), per prompt set
+    assert set(yaml.safe_load((tmp_path / "t.json").read_text())) == {"seppo_w@hps_benchmark", "seppo_w@partiprompts"}
 
 
 def test_a_score_file_of_no_reported_prompt_set_is_one_clear_error(project, tmp_path, capsys):
-    from test_artifacts import scores
-
     path = tmp_path / "scores" / "seppo_w" / "validation_unique.parquet"
     path.parent.mkdir(parents=True)
     scores({0: [0.4, 0.5]}, 20.0).to_parquet(path)

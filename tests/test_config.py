@@ -2,8 +2,9 @@
 
 import pytest
 
-from diffpo.config import ParamsError, TrainConfig, build, load_params, method_settings, resolve_params
-from diffpo.workflow import stage_params
+from diffpo.settings.params import ParamsError, load_params, resolve_params
+from diffpo.settings.configs import TrainConfig, build, method_settings
+from diffpo.settings.stages import stage_params
 
 
 def test_committed_params_are_valid_for_both_profiles(root):
@@ -57,11 +58,11 @@ def test_method_overrides_train_defaults(root):
 def test_a_stage_sees_only_its_keys(root):
     params = load_params(root / "params.yaml")
     view = stage_params(params, "train", method="sft_w")
-    assert set(view) == {"profile", "train", "methods"}
+    assert set(view) == {"profile", "build", "train", "methods"} and view["build"] == {"stand_ins": True}
     assert set(view["methods"]) == {"sft_w"}
 
 
 def test_the_workflow_schema_is_the_package_schema(root):
     """One schema: package data (found wherever the params file is), linked from Snakemake's usual place."""
     linked = root / "workflow" / "schemas" / "params.schema.yaml"
-    assert linked.is_symlink() and linked.resolve() == (root / "src" / "diffpo" / "params.schema.yaml").resolve()
+    assert linked.is_symlink() and linked.resolve() == (root / "src" / "diffpo" / "settings" / "params.schema.yaml").resolve()

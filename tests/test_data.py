@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from diffpo import world
-from diffpo.data import DataError, label_outcome, list_shards, prepare_pairs, remove_ties
+from diffpo.data.preparation import DataError, label_outcome, list_shards, prepare_pairs, remove_ties
 
 SMALL = dict(seed=3, n_train_pairs=400, n_validation_unique=20, n_test_unique=20, n_ood_combinations=10,
              n_ood_phrasings=10, train_shard_size=150, n_corrupt_rows=3, n_invalid_label_rows=2)
@@ -81,7 +81,7 @@ def test_max_pairs_limits_the_output(small_world):
 
 
 def test_prompt_sets_from_every_supported_format(tmp_path, small_world):
-    from diffpo.sources import read_prompts
+    from diffpo.data.reading import read_prompts
 
     out, _ = small_world
     assert len(read_prompts({"source": str(out), "split": "validation_unique"})) == 20

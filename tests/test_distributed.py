@@ -1,6 +1,6 @@
 """Data parallelism on the CPU: two processes (gloo, as `accelerate launch --num_processes 2 --cpu`
 starts them) train the same weights as one process with the same global batch, under bf16
-autocast and gradient accumulation derived from the effective batch (diffpo.recipes)."""
+autocast and gradient accumulation derived from the effective batch (diffpo.training.recipes)."""
 
 import os
 import socket
@@ -10,12 +10,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+import diffpo.training.loop
 from diffpo import training
-from diffpo.config import TrainConfig
-from diffpo.models import build_noise_scheduler
+from diffpo.settings.configs import TrainConfig
+from diffpo.models.loading import build_noise_scheduler
 
-from test_methods import Brightness, generators, rollout_config
-from test_training import SCHEDULER, cache, dpo_config, tiny_unet  # noqa: F401  (the shared fixture)
+from conftest import SCHEDULER, Brightness, dpo_config, generators, rollout_config, tiny_unet
 
 
 METHODS = ["diffusion_dpo", "d3po"]
@@ -33,14 +33,14 @@ def _configs():
 
 
 def _train(method: str, cache_dir, work, rollout_prompts: int) -> dict:
-    from diffpo.data import EncodedPairs
+    from diffpo.data.preparation import EncodedPairs
 
     torch.set_num_threads(1)
     cfg = _configs()[method]
     if method == "d3po":
         cfg = TrainConfig(**{**cfg.__dict__, "rollout_prompts": rollout_prompts})
     gens = generators(reward=Brightness()) if method == "d3po" else None
-    unet, _ = training.train(cfg, EncodedPairs(cache_dir), tiny_unet(), build_noise_scheduler(SCHEDULER), work, "f", gens)
+    unet, _ = training.loop.train(cfg, EncodedPairs(cache_dir), tiny_unet(), build_noise_scheduler(SCHEDULER), work, "f", gens)
     return {k: v.detach().clone() for k, v in unet.state_dict().items()}
 
 

@@ -3,8 +3,8 @@ import logging
 import numpy as np
 import pytest
 
-from diffpo import diversity
-from diffpo.diversity import HIGHER_IS_MORE_DIVERSE, METRICS, PSNR_CAP_DB, diversity_table, prompt_diversity
+from diffpo.scoring import diversity
+from diffpo.scoring.diversity import HIGHER_IS_MORE_DIVERSE, METRICS, PSNR_CAP_DB, diversity_table, prompt_diversity
 
 
 def noise(k: int, side: int, seed: int = 0) -> np.ndarray:
@@ -105,7 +105,7 @@ def test_ssim_of_flat_images_by_hand():
 def test_diversity_table_groups_and_counts_skipped(caplog):
     images = noise(7, 16, seed=3)
     prompt_ids = np.array([7, 2, 2, 5, 7, 2, 9])
-    with caplog.at_level(logging.WARNING, logger="diffpo.diversity"):
+    with caplog.at_level(logging.WARNING, logger="diffpo.scoring.diversity"):
         table = diversity_table(images, prompt_ids)
     assert list(table.columns) == ["prompt_id", "n_images", *METRICS]
     assert table["prompt_id"].tolist() == [2, 7]

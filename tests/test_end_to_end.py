@@ -23,8 +23,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from diffpo.catalogue import SMOKE_RELPATH, smoke_params
-from test_notebooks import NOTEBOOKS, execute, outputs, text_of
+from diffpo.pipeline.catalogue import SMOKE_RELPATH, smoke_params
+from diffpo.pipeline.dvc import expand_stages
+
+from conftest import NOTEBOOKS, dvc_stage_name, execute, outputs, text_of
 
 pytestmark = pytest.mark.slow
 
@@ -66,9 +68,19 @@ def dvc_status(project: Path) -> set[str]:
     return set(yaml.safe_load(run(["dvc", "status", "--json"], project, stderr=False)) or {})
 
 
+def dvc_stages(project: Path) -> dict[str, dict]:
+    """dvc.yaml's stages as DVC names and expands them."""
+    return expand_stages(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
+
+
+def stage(project: Path, rule: str, key: str) -> str:
+    """The DVC name of the job of ``rule`` with wildcards ``key`` (joined by "-")."""
+    return dvc_stage_name(dvc_stages(project), rule, key)
+
+
 def downstream(project: Path, stage: str) -> set[str]:
     """``stage`` and every dvc.yaml stage that depends on its outputs, transitively."""
-    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    stages = dvc_stages(project)
     outs = {name: [next(iter(o)) if isinstance(o, dict) else o for o in s["outs"]] for name, s in stages.items()}
     found, todo = set(), [stage]
     while todo:
@@ -114,8 +126,8 @@ def project(root, tmp_path_factory) -> Path:
 # Stages DVC reruns from nothing in the test (running all of them, one at a time, would take
 # DVC ten minutes): pre-training, training from the data's images (the experiment's variant),
 # from generated losers and from rollouts, evaluation, a table.
-REPRODUCED = ["pretrain_unet", "train-seppo_w-1", "train-d3po-0", "train-see_diffusion_dpo__gamma0-1",
-              "evaluate-seppo_w-1-validation_unique", "table-table1"]
+REPRODUCED = [("pretrain_unet", ""), ("train", "seppo_w-1"), ("train", "d3po-0"), ("train", "see_diffusion_dpo__gamma0-1"),
+              ("evaluate", "seppo_w-1-validation_unique"), ("table", "table1")]
 
 
 def test_snakemake_builds_everything_and_dvc_reproduces_it(project, monkeypatch):
@@ -177,7 +189,7 @@ def check_the_report_a_notebook_and_a_code_change(project: Path):
     assert "every method on the reported prompts" in report and "seppo_grid" in report
 
     # A notebook recomputes each table, figure and claim from the per-image results and checks them
-    # (one of the two: they share diffpo.notebook; its SEE-DPO table has the diversity columns too).
+    # (one of the two: they share diffpo.evidence.notebook; its SEE-DPO table has the diversity columns too).
     shown = {k: text_of(v) for k, v in outputs(execute(project / NOTEBOOKS["SEE-DPO"], project / "notebooks")).items()}
     assert "re-evaluated from the per-image results: the same effects, intervals and verdicts" in shown["claims"]
     assert "recomputed from the per-image scores: equal to the committed table" in shown["see_quality"]
@@ -202,20 +214,21 @@ def check_dvc_and_a_setting_change(project: Path, seeds: list[int]):
     # the figures read the methods' labels (all of `methods`): both of the test configuration's are redrawn
     assert plan == {"train": n, "evaluate": n, "table": 1, "training_curves": 1, "claims": 1, "figure": 2,
                     "all": 1}, plan
-    affected = downstream(project, "train-sft_w-0")  # its evaluate, table1, the curves figure, claims
-    assert {"training_curves", "table-table1", "claims"} <= affected
-    assert not {"train-diffusion_dpo-0", "train-sft_w-1", "pretrain_unet"} & affected
+    train = {key: stage(project, "train", key) for key in ("sft_w-0", "sft_w-1", "diffusion_dpo-0")}
+    affected = downstream(project, train["sft_w-0"])  # its evaluate, table1, the curves figure, claims
+    assert {"training_curves", stage(project, "table", "table1"), "claims"} <= affected
+    assert not {train["diffusion_dpo-0"], train["sft_w-1"], "pretrain_unet"} & affected
     status = dvc_status(project)
-    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
-    reads_methods = {name for name, stage in stages.items() if "methods" in stage.get("params", [])}
-    assert {"train-sft_w-0", "train-sft_w-1"} <= status
-    assert status <= affected | downstream(project, "train-sft_w-1") | reads_methods, status
+    reads_methods = {name for name, s in dvc_stages(project).items() if "methods" in s.get("params", [])}
+    assert {train["sft_w-0"], train["sft_w-1"]} <= status
+    assert status <= affected | downstream(project, train["sft_w-1"]) | reads_methods, status
     params_file.write_text(original)
 
     # DVC runs the same commands on the same files: byte-identical outputs, retrained from nothing.
     snakemake_outputs = digests(project)
     shutil.rmtree(project / "results/checkpoints")
-    run(["dvc", "repro", "--force", "--single-item", "--quiet", *REPRODUCED], project, OMP_NUM_THREADS="1")
+    reproduced = [rule if not key else stage(project, rule, key) for rule, key in REPRODUCED]
+    run(["dvc", "repro", "--force", "--single-item", "--quiet", *reproduced], project, OMP_NUM_THREADS="1")
     assert digests(project) == snakemake_outputs
     for log in ["logs/pretrain_unet.log", "logs/train/seppo_w/seed1.log", "logs/train/d3po/seed0.log",
                 "logs/train/see_diffusion_dpo__gamma0/seed1.log"]:
@@ -235,7 +248,7 @@ def check_dvc_and_a_setting_change(project: Path, seeds: list[int]):
 
 def check_a_code_change_retrains_from_step_0(project: Path):
     """A code change retrains: the final checkpoints of the old code are not resumed."""
-    objectives = project / "src/diffpo/objectives.py"
+    objectives = project / "src/diffpo/methods/objectives.py"
     source = objectives.read_text()
     assert source.count("loss = mse_policy.mean()") == 1
     objectives.write_text(source.replace("loss = mse_policy.mean()", "loss = mse_policy.pow(1.5).mean()  # test"))
@@ -248,5 +261,5 @@ def check_a_code_change_retrains_from_step_0(project: Path):
     assert tree_digest(model("diffusion_dpo")) == before["diffusion_dpo"]  # not a target
     # dvc.lock records what Snakemake reran; what it did not (other methods, now stale) DVC still sees as changed.
     status = dvc_status(project)
-    assert not {"pretrain_unet", "train-sft_w-0"} & status, status
-    assert {"train-diffusion_dpo-0", "evaluate-sft_w-0-validation_unique"} <= status, status
+    assert not {"pretrain_unet", stage(project, "train", "sft_w-0")} & status, status
+    assert {stage(project, "train", "diffusion_dpo-0"), stage(project, "evaluate", "sft_w-0-validation_unique")} <= status, status

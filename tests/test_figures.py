@@ -9,9 +9,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from diffpo.claims import ResultFiles
-from diffpo.config import load_params
-from diffpo.figures import FIGURES, available, curve_points, draw, figure_data, plot, read_data, required_files
+from diffpo.evidence.claims import ResultFiles
+from diffpo.settings.params import load_params
+from diffpo.evidence.figures import FIGURES, available, curve_points, draw, figure_data, plot, read_data, required_files
 
 PROMPTS = 6
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from diffpo import gpu_slots
+from diffpo.pipeline import gpu_slots
 
 
 def test_jobs_get_disjoint_gpus_and_free_them(tmp_path):
@@ -24,11 +24,8 @@ def test_jobs_get_disjoint_gpus_and_free_them(tmp_path):
     gpu_slots.release(*h2, *h3, *h4)
 
 
-def test_machine_gpus_and_the_prefix_a_rule_uses():
+def test_machine_gpus():
     assert gpu_slots.machine_gpus({"DIFFPO_GPUS": "2, 5,7"}) == ["2", "5", "7"]
-    assert gpu_slots.rule_prefix(tiny=True) == ""  # the tiny profile's CPU jobs keep their commands
-    assert gpu_slots.rule_prefix(tiny=False).format(resources=type("R", (), {"gpu": 8})) == (
-        "python -m diffpo.gpu_slots --gpus 8 -- ")
     with pytest.raises(SystemExit, match="3 GPUs asked for, this machine has 2"):
         gpu_slots.acquire(".", ["0", "1"], 3)
 
@@ -38,7 +35,7 @@ def _launch(tmp_path, gpus, out, env_extra, sleep=0.0, session=False):
     env.pop("CUDA_VISIBLE_DEVICES", None) if "CUDA_VISIBLE_DEVICES" not in env_extra else None
     child = (f"import os, time; open({str(out)!r}, 'w').write(os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')); "
              f"time.sleep({sleep})")
-    return subprocess.Popen([sys.executable, "-m", "diffpo.gpu_slots", "--gpus", str(gpus), "--", sys.executable, "-c",
+    return subprocess.Popen([sys.executable, "-m", "diffpo.pipeline.gpu_slots", "--gpus", str(gpus), "--", sys.executable, "-c",
                              child], env=env, start_new_session=session)
 
 
@@ -70,3 +67,13 @@ def test_no_gpus_or_an_allocation_runs_the_command_unchanged(tmp_path):
     assert job.wait(timeout=30) == 0 and (tmp_path / "cpu").read_text() == "unset"
     job = _launch(tmp_path, 2, tmp_path / "slurm", {"DIFFPO_GPUS": "0,1", "CUDA_VISIBLE_DEVICES": "6,7"})
     assert job.wait(timeout=30) == 0 and (tmp_path / "slurm").read_text() == "6,7"
+
+
+def test_a_job_starts_through_the_launcher_only_with_gpus():
+    from diffpo.pipeline.gpu_slots import launch_command
+
+    assert launch_command(0) == launch_command(0, processes=True) == "python"  # the tiny profile's commands
+    assert launch_command(1, processes=True) == "python -m diffpo.pipeline.gpu_slots --gpus 1 -- python"
+    assert launch_command(8) == "python -m diffpo.pipeline.gpu_slots --gpus 8 -- python"
+    assert launch_command(8, processes=True) == ("python -m diffpo.pipeline.gpu_slots --gpus 8 -- "
+                                                 "accelerate launch --num_processes 8")

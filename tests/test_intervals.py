@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diffpo.intervals import bootstrap_means, estimate, paired_difference, seed_prompt_matrix
+from diffpo.evidence.intervals import bootstrap_means, estimate, paired_difference, seed_prompt_matrix
 
 
 def test_bootstrap_distribution_of_a_two_by_two_case_worked_by_hand():

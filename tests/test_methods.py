@@ -6,18 +6,16 @@ import pandas as pd
 import pytest
 import torch
 
+import diffpo.training.loop
+import diffpo.training.reference
+import diffpo.training.sources
 from diffpo import training
-from diffpo.config import ParamsError, TrainConfig
-from diffpo.models import build_noise_scheduler, build_vae
+from diffpo.methods import objectives
+from diffpo.settings.params import ParamsError
+from diffpo.settings.configs import TrainConfig
+from diffpo.models.loading import build_noise_scheduler
 
-from test_training import SCHEDULER, cache, tiny_unet  # noqa: F401  (the shared fixture)
-
-
-class Brightness:
-    """A reward scorer with a known answer: the mean pixel value of an image."""
-
-    def score(self, images, prompts, batch_size=8):
-        return np.asarray(images, dtype=np.float64).mean(axis=(1, 2, 3))
+from conftest import SCHEDULER, Brightness, generators, rollout_config, tiny_unet
 
 
 class StepBrightness:
@@ -27,12 +25,6 @@ class StepBrightness:
         return pixels.mean(dim=(1, 2, 3)) * 50.0 / (1.0 + timesteps.float() / 1000)
 
 
-def generators(**judges):
-    torch.manual_seed(0)
-    vae = build_vae({"block_out_channels": [8, 8], "latent_channels": 4}).eval().requires_grad_(False)
-    return training.Generators(scheduler=build_noise_scheduler(SCHEDULER), vae=vae, **judges)
-
-
 def seppo_config(**overrides):
     values = dict(objective="seppo", images="winners", losers="reference", reference="uniform", aaf="sign",
                   steps=6, round_updates=2, batch_size=4, learning_rate=1e-3, beta=50.0, checkpoint_every=1,
@@ -40,17 +32,8 @@ def seppo_config(**overrides):
     return TrainConfig(**{**values, **overrides})
 
 
-def rollout_config(objective, **overrides):
-    values = dict(objective=objective, steps=4, round_updates=2, checkpoint_every=2, batch_size=3, learning_rate=1e-2,
-                  lora_rank=2, rollout_prompts=4, sampler_steps=4, guidance_scale=2.0, eta=1.0, timestep_fraction=0.5,
-                  generation_batch_size=8, label=objective, beta=None if objective == "ddpo" else 1.0,
-                  reward_scorer=None if objective == "spo" else "brightness", divert_start_step=1, score_gap=0.0,
-                  clip_range=0.2, samples_per_prompt=2)
-    return TrainConfig(**{**values, **overrides})
-
-
 def run(cfg, cache, work, gens, fingerprint="f"):
-    unet, metrics = training.train(cfg, cache, tiny_unet(), build_noise_scheduler(SCHEDULER), work, fingerprint, gens)
+    unet, metrics = training.loop.train(cfg, cache, tiny_unet(), build_noise_scheduler(SCHEDULER), work, fingerprint, gens)
     return unet, pd.read_csv(metrics)
 
 
@@ -121,7 +104,7 @@ def test_rollout_methods_train_lora_and_return_a_plain_unet(cache, tmp_path, obj
 def test_merged_lora_unet_computes_what_the_adapted_one_did(cache):
     cfg = rollout_config("d3po", lora_rank=2)
     unet = tiny_unet()
-    training.add_lora(unet, cfg)
+    training.reference.add_lora(unet, cfg)
     with torch.no_grad():
         for name, param in unet.named_parameters():
             if "lora_B" in name:
@@ -129,16 +112,32 @@ def test_merged_lora_unet_computes_what_the_adapted_one_did(cache):
     x, t, ctx = torch.randn(2, 4, 4, 4), torch.tensor([10, 500]), torch.randn(2, 6, 16)
     with torch.no_grad():
         adapted = unet(x, t, ctx).sample
-        merged = training.merge_lora(unet)(x, t, ctx).sample
+        merged = training.reference.merge_lora(unet)(x, t, ctx).sample
     assert torch.allclose(adapted, merged, atol=1e-5)
 
 
-def test_see_with_gamma_zero_trains_exactly_like_the_base_method(cache, tmp_path):
+def test_see_with_gamma_zero_trains_exactly_like_the_base_method(cache, tmp_path, monkeypatch):
     gens = generators(reward=Brightness())
-    base, _ = run(rollout_config("d3po"), cache, tmp_path / "base", gens)
-    see, _ = run(rollout_config("d3po", gamma=0.0, label="see"), cache, tmp_path / "see", gens)
+    with monkeypatch.context() as patch:  # the base method: D3PO's loss without the SEE term at all
+        patch.setattr(objectives, "self_entropy", lambda policy_term, gamma: 0.0)
+        base, _ = run(rollout_config("d3po"), cache, tmp_path / "base", gens)
+    gammas = []
+    self_entropy = objectives.self_entropy
+
+    def spy(policy_term, gamma):
+        gammas.append(gamma)
+        return self_entropy(policy_term, gamma)
+
+    monkeypatch.setattr(objectives, "self_entropy", spy)
+    see, _ = run(rollout_config("d3po", gamma=0.0, label="SEE-D3PO"), cache, tmp_path / "see", gens)
+    assert gammas and set(gammas) == {0.0}  # the SEE term was computed, with the run's gamma
     for key, value in base.state_dict().items():
         assert torch.equal(value, see.state_dict()[key]), key
+    # The comparison is not vacuous: the run's gamma reaches the term, and a gamma other than 0 trains other weights.
+    gammas.clear()
+    other, _ = run(rollout_config("d3po", gamma=0.5, label="SEE-D3PO"), cache, tmp_path / "see_0.5", gens)
+    assert gammas and set(gammas) == {0.5}
+    assert any(not torch.equal(value, other.state_dict()[key]) for key, value in base.state_dict().items())
 
 
 def test_rollouts_of_d3po_share_their_initial_noise(cache, tmp_path):
@@ -146,7 +145,7 @@ def test_rollouts_of_d3po_share_their_initial_noise(cache, tmp_path):
     cfg = rollout_config("d3po")
     one_process = type("A", (), {"process_index": 0, "num_processes": 1, "device": torch.device("cpu"),
                                  "gather": staticmethod(lambda t: t)})()
-    source = training.RolloutSource(cfg, cache, one_process, gens)
+    source = training.sources.RolloutSource(cfg, cache, one_process, gens)
     source.begin_round(0, tiny_unet(), None)
     latents = source.data["traj"].latents
     assert torch.equal(latents[:4, 0], latents[4:, 0]) and not torch.equal(latents[:4, -1], latents[4:, -1])

@@ -5,8 +5,8 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 from diffpo import world
-from diffpo.config import SampleConfig
-from diffpo.models import (
+from diffpo.settings.configs import SampleConfig
+from diffpo.models.loading import (
     MissingWeightsError,
     build_clip,
     build_noise_scheduler,
@@ -21,7 +21,7 @@ from diffpo.models import (
     save_pipeline,
     save_tokenizer,
 )
-from diffpo.sampling import generate, initial_noise
+from diffpo.models.sampling import generate, initial_noise
 
 TEXT = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, projection_dim=16,
             max_length=24, image_patch_size=8)

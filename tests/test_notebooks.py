@@ -10,36 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-NOTEBOOKS = {"SePPO": "notebooks/seppo.ipynb", "SEE-DPO": "notebooks/see_dpo.ipynb"}
+from conftest import NOTEBOOKS, execute, outputs, text_of
 
 
 def shown_ids(path: Path) -> list[str]:
     cells = json.loads(path.read_text())["cells"]
     return [m for c in cells if c["cell_type"] == "code" for m in re.findall(r'project\.show\("([\w-]+)"\)', "".join(c["source"]))]
-
-
-def execute(path: Path, cwd: Path):
-    """Runs every cell of ``path`` in a fresh kernel; returns the executed notebook."""
-    import nbformat
-    from nbclient import NotebookClient
-
-    notebook = nbformat.read(path, as_version=4)
-    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
-    return notebook
-
-
-def outputs(notebook) -> dict[str, list[dict]]:
-    """Each show() cell's outputs, by artifact id."""
-    found = {}
-    for cell in notebook.cells:
-        match = re.search(r'project\.show\("([\w-]+)"\)', cell.source) if cell.cell_type == "code" else None
-        if match:
-            found[match.group(1)] = cell.outputs
-    return found
-
-
-def text_of(cell_outputs: list[dict]) -> str:
-    return "\n".join(o.get("data", {}).get("text/markdown", "") for o in cell_outputs)
 
 
 @pytest.mark.parametrize("paper", NOTEBOOKS)

@@ -2,7 +2,7 @@
 
 import torch
 
-from diffpo.objectives import (
+from diffpo.methods.objectives import (
     d3po_loss,
     ddpo_loss,
     diffusion_dpo_loss,

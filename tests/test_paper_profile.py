@@ -3,6 +3,7 @@ line, device placement, the DDP dtype, and the GPU smoke script at tiny size."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -10,9 +11,11 @@ import time
 import pytest
 import torch
 
-from diffpo import devices, recipes
-from diffpo.config import PROFILE_VARIABLE, ParamsError, TrainConfig, build, command_line_profile, load_params, method_settings
-from diffpo.workflow import job_counts, snakemake_jobs
+from diffpo.models import devices
+from diffpo.training import recipes
+from diffpo.settings.params import PROFILE_VARIABLE, ParamsError, command_line_profile, load_params
+from diffpo.settings.configs import TrainConfig, build, method_settings
+from diffpo.pipeline.dag import job_counts, snakemake_jobs
 
 
 def test_paper_dag_lists_every_rule_with_its_job_count_quickly(root):
@@ -89,7 +92,7 @@ def test_dtype_is_read_through_a_ddp_wrapper():
 
 
 def test_loaded_models_are_placed_on_the_accelerator(tmp_path, monkeypatch):
-    from diffpo import models
+    from diffpo.models import loading as models
 
     models.build_vae({"block_out_channels": [8, 8], "latent_channels": 4}).save_pretrained(tmp_path / "vae")
     moved = []
@@ -112,7 +115,7 @@ def test_8bit_adam_without_bitsandbytes_is_a_clear_error():
 def test_gradient_checkpointing_and_attention_options_apply():
     from diffusers.models.attention_processor import AttnProcessor
 
-    from diffpo.models import build_unet
+    from diffpo.models.loading import build_unet
 
     unet = build_unet(dict(block_out_channels=[8, 16], layers_per_block=1, attention_head_dim=4), 4, 4, 16)
     devices.configure_unet(unet, gradient_checkpointing=True, attention="eager")
@@ -148,15 +151,23 @@ def test_paper_see_dpo_diversity_has_its_own_multi_image_protocol(root):
 
 
 @pytest.mark.parametrize("profile_dir", ["slurm", "local-gpus"])
-def test_every_paper_rule_has_resources_in_the_cluster_profiles(root, profile_dir):
+def test_the_cluster_profiles_give_resources_to_exactly_the_paper_rules(root, profile_dir):
+    """GPU counts live in the workflow profiles only: each profile configures every rule of the paper
+    DAG (the tuning sweep included) and no other, the rules that start through the GPU launcher get
+    GPUs there, and no rule sets a GPU count itself."""
     import yaml
 
-    from diffpo.workflow import job_counts
 
     declared = yaml.safe_load((root / "workflow/profiles" / profile_dir / "config.yaml").read_text())["set-resources"]
-    jobs = snakemake_jobs(root, ["all"], {"profile": "paper"})
-    rules = set(job_counts(jobs)) - {"all"}
-    assert rules <= set(declared), f"{profile_dir}: no resources for {sorted(rules - set(declared))}"
-    for job in jobs:  # a rule that asks for GPUs gets them from the profile
-        if job.rule.name != "all" and job.resources.get("gpu", 0):
-            assert declared[job.rule.name].get("gpu", 0) >= 1, job.rule.name
+    listed = subprocess.run([sys.executable, "-m", "snakemake", "--list-rules", "--config", "profile=paper"], cwd=root,
+                            capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    rules = set(listed.stdout.split()) - {"all"}
+    assert set(declared) == rules, f"{profile_dir}: configured, no such rule: {sorted(set(declared) - rules)}; " \
+                                   f"rule not configured: {sorted(rules - set(declared))}"
+    blocks = re.split(r"^\s*rule (\w+):", "".join(p.read_text() for p in (root / "workflow/rules").glob("*.smk")), flags=re.M)
+    launched = {name for name, body in zip(blocks[1::2], blocks[2::2]) if "{params.launch}" in body} & rules
+    assert {name for name, res in declared.items() if res.get("gpu", 0)} == launched
+    assert {"train", "tune", "evaluate", "encode"} <= launched
+    jobs = snakemake_jobs(root, ["all", "results/tuning/selection.csv"], {"profile": "paper"})
+    assert not [job.rule.name for job in jobs if "gpu" in job.rule.resources]

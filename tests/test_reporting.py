@@ -2,7 +2,7 @@
 
 import pytest
 
-from diffpo.reporting import render_blocks, render_documents, snakemake_wall_seconds
+from diffpo.evidence.rendering import render_blocks, render_documents, snakemake_wall_seconds
 
 
 def test_blocks_are_filled_from_results_and_text_outside_them_is_kept(tmp_path):
@@ -42,7 +42,7 @@ def test_committed_documents_agree_with_committed_results(root):
 def test_notebooks_are_written_from_the_catalogue(tmp_path):
     import nbformat
 
-    from diffpo.notebook import notebook_json
+    from diffpo.evidence.notebook import notebook_json
 
     catalogue = [{"id": "t1", "paper": "SePPO", "kind": "table", "target": "results/table1.md", "reproduces": "Table 1",
                   "caption": "c"},
@@ -85,7 +85,7 @@ Finished jobid: 8 (Rule: world)
 
 
 def test_timings_list_only_the_jobs_of_the_logs(tmp_path):
-    from diffpo.reporting import timings_markdown
+    from diffpo.evidence.rendering import timings_markdown
 
     log = tmp_path / "run.snakemake.log"
     log.write_text(_LOG)
@@ -102,7 +102,7 @@ def test_timings_list_only_the_jobs_of_the_logs(tmp_path):
 def test_machine_description_names_the_cpu_and_its_cores(tmp_path):
     import os
 
-    from diffpo.reporting import machine_description
+    from diffpo.evidence.rendering import machine_description
 
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9R14\n")

@@ -7,45 +7,19 @@ import numpy as np
 import pytest
 import torch
 
-from diffpo import reward_models as rm
+from diffpo.scoring import stand_ins as rm
 from diffpo import world
-from diffpo.models import MissingWeightsError
-from diffpo.pretraining import pretrain_text_encoder
-from diffpo.scorers import Scorer
+from diffpo.models.loading import MissingWeightsError
+from diffpo.scoring.learned import Scorer
 
-# The pipeline's contrastive CLIP, tiny (pretrain.text_encoder's keys): a couple of seconds.
-CLIP_CFG = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, projection_dim=32,
-                max_length=24, image_patch_size=8, steps=150, batch_size=64, learning_rate=1e-3)
-FAST = {"steps": 30, "batch_size": 16, "learning_rate": 1e-3, "seed": 0}
+from conftest import FAST
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """A small world, its pairs, and a tiny contrastive CLIP + tokenizer (build_clip / build_tokenizer,
-    pre-trained briefly by the pipeline's own stage, as results/base/text is)."""
-    root = tmp_path_factory.mktemp("reward_models")
-    config = world.WorldConfig(seed=3, n_train_pairs=400, n_validation_unique=60, n_test_unique=20,
-                               n_ood_combinations=10, n_ood_phrasings=10, train_shard_size=400)
-    summary = world.make_world(config, root / "world")
-    pretrain_text_encoder(root / "world", "train", 32, CLIP_CFG, 0, root / "text")
-    return {
-        "root": root, "summary": summary, "clip": root / "text" / "clip", "tokenizer": root / "text" / "tokenizer",
-        "train": rm.read_pairs(root / "world", "train"),
-        "val": rm.read_pairs(root / "world", "validation_unique"),
-    }
-
-
-def test_read_pairs_skips_and_counts_bad_rows(setup):
-    bad = setup["summary"]["splits"]["train"]["bad_rows"]
-    train = setup["train"]
+def test_read_pairs_skips_and_counts_bad_rows(reward_world):
+    bad = reward_world["summary"]["splits"]["train"]["bad_rows"]
+    train = reward_world["train"]
     assert train.skipped == {"undecodable_image": len(bad["corrupt_jpg_rows"]),
                              "invalid_label": len(bad["invalid_label_rows"])}
     assert len(train) == 400 - len(bad["corrupt_jpg_rows"]) - len(bad["invalid_label_rows"])
@@ -54,8 +28,8 @@ def test_read_pairs_skips_and_counts_bad_rows(setup):
     assert train.raters == "w_align=0.6, w_aes=0.4"
 
 
-def test_relabelling_is_deterministic_and_follows_the_seed(setup):
-    p = setup["train"]
+def test_relabelling_is_deterministic_and_follows_the_seed(reward_world):
+    p = reward_world["train"]
     pool = rm.RaterPool(0.45, 0.55, temperature=0.08, tie_fraction=0.1, seed=7)
     a0, a1 = rm.relabel_pairs(p.images_0, p.images_1, p.captions, pool)
     b0, _ = rm.relabel_pairs(p.images_0, p.images_1, p.captions, pool)
@@ -67,8 +41,8 @@ def test_relabelling_is_deterministic_and_follows_the_seed(setup):
     assert (a0 != p.label_0).mean() > 0.05  # another rater pool than the world's
 
 
-def test_alignment_heavy_raters_follow_alignment_more(setup):
-    p = setup["train"]
+def test_alignment_heavy_raters_follow_alignment_more(reward_world):
+    p = reward_world["train"]
     align = world.alignment_score(np.concatenate([p.images_0, p.images_1]), p.captions * 2)
     better_0 = align[: len(p)] > align[len(p):]
 
@@ -99,12 +73,13 @@ def test_pairwise_loss_matches_hand_computation():
 
 
 @pytest.mark.parametrize("name", rm.NAMES)
-def test_stand_in_trains_saves_and_loads_back_identically(setup, tmp_path, name):
-    scorer, summary = rm.fit_stand_in(name, setup["train"], setup["clip"], setup["tokenizer"], FAST)
+def test_stand_in_trains_saves_and_loads_back_identically(reward_world, tmp_path, name):
+    scorer, summary = rm.fit_stand_in(name, reward_world["train"], reward_world["clip"], reward_world["tokenizer"],
+                                      FAST)
     assert isinstance(scorer, Scorer) and scorer.name == name
     assert "tiny stand-in" in scorer.version and "tiny stand-in" in scorer.scale
-    assert np.isfinite(summary["final_loss"]) and summary["train_pairs"] == len(setup["train"])
-    val = setup["val"]
+    assert np.isfinite(summary["final_loss"]) and summary["train_pairs"] == len(reward_world["train"])
+    val = reward_world["val"]
     before = scorer.score(val.images_0, val.captions)
     rm.save_stand_in(scorer, summary, tmp_path / name)
     assert (tmp_path / name / "clip" / "config.json").is_file()
@@ -115,7 +90,7 @@ def test_stand_in_trains_saves_and_loads_back_identically(setup, tmp_path, name)
     assert loaded.describe() == scorer.describe()
     assert not np.allclose(before, before[0])  # not a constant
     if name == "imagereward":  # standardised over the training images
-        train = setup["train"]
+        train = reward_world["train"]
         r = loaded.score(np.concatenate([train.images_0, train.images_1]), train.captions * 2)
         assert abs(r.mean()) < 0.15 and abs(r.std() - 1) < 0.15
     if name == "aesthetic":
@@ -123,42 +98,44 @@ def test_stand_in_trains_saves_and_loads_back_identically(setup, tmp_path, name)
         np.testing.assert_array_equal(loaded.score(val.images_0), after)  # prompt ignored
 
 
-def test_training_is_seeded_and_deterministic(setup):
-    val = setup["val"]
-    runs = [rm.fit_stand_in("imagereward", setup["train"], setup["clip"], setup["tokenizer"], {**FAST, "steps": 5, "seed": seed})[0]
+def test_training_is_seeded_and_deterministic(reward_world):
+    val = reward_world["val"]
+    runs = [rm.fit_stand_in("imagereward", reward_world["train"], reward_world["clip"], reward_world["tokenizer"],
+                            {**FAST, "steps": 5, "seed": seed})[0]
             for seed in (4, 4, 5)]
     a, b, c = (run.score(val.images_0, val.captions) for run in runs)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
 
 
-def test_preference_stand_ins_are_one_loop_on_different_raters(setup):
-    p = setup["train"]
+def test_preference_stand_ins_are_one_loop_on_different_raters(reward_world):
+    p = reward_world["train"]
     pick = rm.stand_in_labels("pickscore", p, FAST)
     hps = rm.stand_in_labels("hpsv2", p, FAST)
     ir = rm.stand_in_labels("imagereward", p, FAST)
     np.testing.assert_array_equal(pick, p.label_0)
     assert (hps != pick).mean() > 0.05 and (ir != hps).mean() > 0.05
-    assert "w_align=0.45" in rm.fit_stand_in("hpsv2", p, setup["clip"], setup["tokenizer"], {**FAST, "steps": 1})[0].version
+    hps_model = rm.fit_stand_in("hpsv2", p, reward_world["clip"], reward_world["tokenizer"], {**FAST, "steps": 1})[0]
+    assert "w_align=0.45" in hps_model.version
 
 
-def test_trained_aesthetic_stand_in_beats_chance(setup, tmp_path):
+def test_trained_aesthetic_stand_in_beats_chance(reward_world, tmp_path):
     # Half of the 400 pairs held out (~200 decided pairs: chance 0.5 +- 0.035); measured 0.70-0.79 over seeds.
     cfg = {"steps": 3000, "batch_size": 128, "learning_rate": 1e-2, "seed": 0, "heldout_fraction": 0.5}
-    summary = rm.train_stand_in("aesthetic", setup["train"], setup["clip"], setup["tokenizer"], cfg,
-                                tmp_path / "aesthetic")
-    assert summary["heldout_pairs"] == round(len(setup["train"]) / 2)
+    summary = rm.train_stand_in("aesthetic", reward_world["train"], reward_world["clip"], reward_world["tokenizer"],
+                                cfg, tmp_path / "aesthetic")
+    assert summary["heldout_pairs"] == round(len(reward_world["train"]) / 2)
     assert summary["heldout_accuracy"] > 0.62, summary
     stored = json.loads((tmp_path / "aesthetic" / "scorer.json").read_text())
     assert stored["heldout_accuracy"] == summary["heldout_accuracy"] and stored["name"] == "aesthetic"
     assert not list(tmp_path.glob(".aesthetic.*"))  # atomic: no temporary folder left behind
 
 
-def test_train_stand_in_holds_out_part_of_the_pairs_without_heldout(setup, tmp_path):
-    summary = rm.train_stand_in("pickscore", setup["train"], setup["clip"], setup["tokenizer"],
+def test_train_stand_in_holds_out_part_of_the_pairs_without_heldout(reward_world, tmp_path):
+    summary = rm.train_stand_in("pickscore", reward_world["train"], reward_world["clip"], reward_world["tokenizer"],
                                 {**FAST, "steps": 2, "heldout_fraction": 0.25}, tmp_path / "pick")
-    assert summary["heldout_pairs"] == round(0.25 * len(setup["train"]))
-    assert summary["train_pairs"] == len(setup["train"]) - summary["heldout_pairs"]
+    assert summary["heldout_pairs"] == round(0.25 * len(reward_world["train"]))
+    assert summary["train_pairs"] == len(reward_world["train"]) - summary["heldout_pairs"]
     assert 0 <= summary["heldout_accuracy"] <= 1 and summary["heldout_accuracy"] == summary["heldout_accuracy_world"]
 
 
@@ -181,10 +158,10 @@ def test_preference_accuracy_on_a_constructed_case():
     assert math.isnan(rm.preference_accuracy(Brightness(), images_0[:1], images_1[:1], ["x"], [0.5]))
 
 
-def test_unknown_name_and_missing_folder_fail_clearly(setup, tmp_path):
+def test_unknown_name_and_missing_folder_fail_clearly(reward_world, tmp_path):
     with pytest.raises(ValueError, match="unknown stand-in"):
-        rm.fit_stand_in("clipscore", setup["train"], setup["clip"], setup["tokenizer"], FAST)
+        rm.fit_stand_in("clipscore", reward_world["train"], reward_world["clip"], reward_world["tokenizer"], FAST)
     with pytest.raises(MissingWeightsError, match="scorer.json"):
         rm.load_stand_in(tmp_path / "nowhere")
     with pytest.raises(MissingWeightsError, match="pretrain"):
-        rm.fit_stand_in("pickscore", setup["train"], tmp_path / "no_clip", setup["tokenizer"], FAST)
+        rm.fit_stand_in("pickscore", reward_world["train"], tmp_path / "no_clip", reward_world["tokenizer"], FAST)

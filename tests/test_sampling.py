@@ -3,8 +3,8 @@
 import torch
 from torch.distributions import Normal
 
-from diffpo.models import build_noise_scheduler
-from diffpo.sampling import ddim_step_with_logprob
+from diffpo.models.loading import build_noise_scheduler
+from diffpo.models.sampling import ddim_step_with_logprob
 
 SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 

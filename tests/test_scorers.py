@@ -14,44 +14,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from tokenizers.pre_tokenizers import ByteLevel
 from transformers import BertTokenizer, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
 
-from diffpo import scorers
-from diffpo.models import MissingWeightsError
+from diffpo.scoring import learned as scorers
+from diffpo.models.loading import MissingWeightsError
 
-MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
-STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
-WORDS = ["a", "photo", "of", "cat", "dog", "red", "blue", "car", "in", "the", "snow"]
-PROMPTS = ["a photo of a cat", "a red car in the snow", "blue dog", "the cat in the snow"]
+from conftest import MEAN, PROMPTS, STD, WORDS
 
 
 # ------------------------------------------------------------------ fixtures: tokenizers, images
-
-
-def _clip_tokenizer() -> CLIPTokenizer:
-    alphabet = sorted(ByteLevel.alphabet())
-    tokens = list(alphabet) + [c + "</w>" for c in alphabet]
-    merges = []
-    for word in WORDS:
-        symbols = list(word[:-1]) + [word[-1] + "</w>"]
-        cur = symbols[0]
-        for sym in symbols[1:]:
-            merge = (cur, sym)
-            if merge not in merges:
-                merges.append(merge)
-            cur += sym
-            if cur not in tokens:
-                tokens.append(cur)
-    tokens += ["<|startoftext|>", "<|endoftext|>"]  # eot has the highest id, as in the real vocab
-    return CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=merges)
-
-
-@pytest.fixture(scope="module")
-def clip_tok_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("clip_tokenizer")
-    _clip_tokenizer().save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")

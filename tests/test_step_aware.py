@@ -11,37 +11,40 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTextModel, CLIPTokenizer
 
-from diffpo import reward_models as rm
-from diffpo import scorers
-from diffpo import step_aware as sa
-from diffpo.models import MissingWeightsError, build_noise_scheduler, build_unet, build_vae, save_pipeline
+from diffpo.scoring import stand_ins as rm
+from diffpo.scoring import learned as scorers
+from diffpo.scoring import step_aware as sa
+from diffpo.scoring import step_aware_fit as fit
+from diffpo.models.loading import MissingWeightsError, build_noise_scheduler, build_unet, build_vae, save_pipeline
 
-from test_reward_models import FAST, one_thread, setup  # noqa: F401  (one thread; the shared world + tiny CLIP)
-from test_scorers import MEAN, PROMPTS, STD, clip_tok_dir  # noqa: F401
-from test_training import SCHEDULER
+from conftest import FAST, MEAN, PROMPTS, SCHEDULER, STD
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # as in test_reward_models, whose world it shares
 
 CFG = {"steps": 4, "batch_size": 8, "learning_rate": 1e-2, "guidance_scale": 3.0, "max_timestep": 999, "seed": 0}
 
 
 @pytest.fixture(scope="module")
-def inputs(setup):  # noqa: F811
+def inputs(reward_world):
     """The PickScore stand-in (briefly trained) and a tiny base pipeline on the same world."""
-    root = setup["root"]
-    scorer, summary = rm.fit_stand_in("pickscore", setup["train"], setup["clip"], setup["tokenizer"], {**FAST, "steps": 5})
+    root = reward_world["root"]
+    scorer, summary = rm.fit_stand_in("pickscore", reward_world["train"], reward_world["clip"],
+                                      reward_world["tokenizer"], {**FAST, "steps": 5})
     rm.save_stand_in(scorer, summary, root / "pickscore")
     torch.manual_seed(0)
-    tokenizer = CLIPTokenizer.from_pretrained(setup["tokenizer"])
+    tokenizer = CLIPTokenizer.from_pretrained(reward_world["tokenizer"])
     text_encoder = CLIPTextModel.from_pretrained(root / "text" / "text_encoder")
     vae = build_vae({"block_out_channels": [8, 8], "latent_channels": 4})
     unet = build_unet({"block_out_channels": [8, 16], "layers_per_block": 1, "attention_head_dim": 4}, 16, 4,
                       text_encoder.config.hidden_size)
     save_pipeline(root / "base", tokenizer, text_encoder, vae, unet, build_noise_scheduler(SCHEDULER))
-    return {"pickscore": root / "pickscore", "base": root / "base", "train": setup["train"], "val": setup["val"]}
+    return {"pickscore": root / "pickscore", "base": root / "base", "train": reward_world["train"],
+            "val": reward_world["val"]}
 
 
 @pytest.fixture(scope="module")
 def trained(inputs):
-    return sa.fit_step_aware(inputs["pickscore"], inputs["base"], inputs["train"], CFG, inputs["val"])
+    return fit.fit_step_aware(inputs["pickscore"], inputs["base"], inputs["train"], CFG, inputs["val"])
 
 
 def test_zero_initialised_time_conditioning_is_exactly_the_stand_in(inputs):
@@ -58,14 +61,14 @@ def test_zero_initialised_time_conditioning_is_exactly_the_stand_in(inputs):
 
 def test_a_pair_shares_one_timestep_and_one_noise(inputs, monkeypatch):
     calls = []
-    predicted = sa.predicted_pixels
+    predicted = fit.predicted_pixels
 
     def spy(pipe, noise_scheduler, latents, noise, timesteps, embeds, uncond, guidance_scale):
         calls.append((noise, timesteps, embeds, guidance_scale))
         return predicted(pipe, noise_scheduler, latents, noise, timesteps, embeds, uncond, guidance_scale)
 
-    monkeypatch.setattr(sa, "predicted_pixels", spy)
-    sa.fit_step_aware(inputs["pickscore"], inputs["base"], inputs["train"], {**CFG, "steps": 2, "max_timestep": 400})
+    monkeypatch.setattr(fit, "predicted_pixels", spy)
+    fit.fit_step_aware(inputs["pickscore"], inputs["base"], inputs["train"], {**CFG, "steps": 2, "max_timestep": 400})
     for noise, t, embeds, guidance in calls:
         b = len(t) // 2
         assert len(t) == 2 * CFG["batch_size"] and guidance == CFG["guidance_scale"]
@@ -89,7 +92,7 @@ def test_trained_model_depends_on_t_and_reports_accuracy_per_bucket(trained, inp
 
 def test_training_is_deterministic_and_the_saved_folder_loads_back_identically(trained, inputs, tmp_path):
     scorer, _ = trained
-    summary = sa.train_step_aware(inputs["pickscore"], inputs["base"], inputs["train"], CFG, tmp_path / "a", inputs["val"])
+    summary = fit.train_step_aware(inputs["pickscore"], inputs["base"], inputs["train"], CFG, tmp_path / "a", inputs["val"])
     assert summary == trained[1] == json.loads((tmp_path / "a" / "scorer.json").read_text())
     assert {p.name for p in (tmp_path / "a").iterdir()} == {"clip", "tokenizer", "time.safetensors", "scorer.json"}
     assert not list(tmp_path.glob(".a.*"))  # atomic: no temporary folder left behind
@@ -100,11 +103,11 @@ def test_training_is_deterministic_and_the_saved_folder_loads_back_identically(t
     t = torch.tensor([0, 100, 200, 300, 500, 700, 900, 999])
     with torch.no_grad():
         assert torch.equal(loaded.reward(pixels, captions, t), scorer.reward(pixels, captions, t))
-    other, _ = sa.fit_step_aware(inputs["pickscore"], inputs["base"], inputs["train"], {**CFG, "seed": 1})
+    other, _ = fit.fit_step_aware(inputs["pickscore"], inputs["base"], inputs["train"], {**CFG, "seed": 1})
     assert not torch.equal(other.time.layers[0][1].weight, scorer.time.layers[0][1].weight)
 
 
-def test_missing_folder_says_how_to_make_one(setup, inputs, tmp_path):  # noqa: F811
+def test_missing_folder_says_how_to_make_one(reward_world, inputs, tmp_path):
     with pytest.raises(MissingWeightsError, match="train_step_scorer"):
         sa.load_step_aware(tmp_path / "nowhere")
     partial = tmp_path / "partial"
@@ -112,10 +115,11 @@ def test_missing_folder_says_how_to_make_one(setup, inputs, tmp_path):  # noqa: 
     (partial / "scorer.json").write_text("{}")
     with pytest.raises(MissingWeightsError, match="time.safetensors"):
         sa.load_step_aware(partial)
-    hps, summary = rm.fit_stand_in("hpsv2", setup["train"], setup["clip"], setup["tokenizer"], {**FAST, "steps": 1})
+    hps, summary = rm.fit_stand_in("hpsv2", reward_world["train"], reward_world["clip"], reward_world["tokenizer"],
+                                   {**FAST, "steps": 1})
     rm.save_stand_in(hps, summary, tmp_path / "hpsv2")
     with pytest.raises(ValueError, match="starts from pickscore"):
-        sa.fit_step_aware(tmp_path / "hpsv2", inputs["base"], inputs["train"], CFG)
+        fit.fit_step_aware(tmp_path / "hpsv2", inputs["base"], inputs["train"], CFG)
 
 
 # ------------------------------------------------------------------ SPO's released checkpoint format
@@ -183,7 +187,7 @@ def _spo_reward(sd, config, pixels, ids, t, size):
 
 
 @pytest.fixture(scope="module")
-def released(tmp_path_factory, clip_tok_dir):  # noqa: F811
+def released(tmp_path_factory, clip_tok_dir):
     tok = CLIPTokenizer.from_pretrained(clip_tok_dir)
     config = scorers.pickscore_config(tiny=True, vocab_size=len(tok))
     sd = _spo_state_dict(config)

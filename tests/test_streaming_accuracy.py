@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from diffpo import world
-from diffpo.evaluation import scorer_accuracy
-from diffpo.rated_pairs import PairStream, read_pairs
-from diffpo.scorers import Scorer
+from diffpo.scoring.evaluation import scorer_accuracy
+from diffpo.data.rated_pairs import PairStream, read_pairs
+from diffpo.scoring.learned import Scorer
 
 
 class PromptTinted(Scorer):

@@ -1,6 +1,5 @@
 """The trainer: shared noise within a pair, determinism, resume after interruption, NaN stop."""
 
-import json
 import os
 import random
 import signal
@@ -11,47 +10,22 @@ import pandas as pd
 import pytest
 import torch
 
+import diffpo.training.loop
+import diffpo.training.sources
 from diffpo import training
-from diffpo.cache import write_cache
-from diffpo.config import TrainConfig
-from diffpo.data import EncodedPairs
-from diffpo.models import build_noise_scheduler, build_unet
+from diffpo.settings.configs import TrainConfig
+from diffpo.models.loading import build_noise_scheduler
 
-SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> EncodedPairs:
-    out = tmp_path_factory.mktemp("cache")
-    rng = np.random.default_rng(0)
-    n, prompts = 24, 5
-    prompt_index = np.arange(n) % prompts  # every prompt is used
-    # Three pair shards: the trainers read random batches across shard boundaries.
-    return write_cache(out, rng.standard_normal((n, 4, 4, 4)).astype(np.float32),
-                       rng.standard_normal((n, 4, 4, 4)).astype(np.float32),
-                       rng.standard_normal((prompts, 6, 16)).astype(np.float32), np.zeros((6, 16), np.float32),
-                       pd.DataFrame({"caption": [f"prompt {i}" for i in prompt_index], "prompt_index": prompt_index}),
-                       [f"prompt {i}" for i in range(prompts)], shard_pairs=10)
-
-
-def tiny_unet():
-    torch.manual_seed(0)
-    return build_unet(dict(block_out_channels=[8, 16], layers_per_block=1, attention_head_dim=4), 4, 4, 16)
-
-
-def dpo_config(**overrides):
-    values = dict(objective="diffusion_dpo", images="pairs", steps=6, batch_size=4, learning_rate=1e-3, beta=50.0,
-                  checkpoint_every=2, caption_dropout=0.2, label="test")
-    return TrainConfig(**{**values, **overrides})
+from conftest import SCHEDULER, dpo_config, tiny_unet
 
 
 def run(cfg, cache, work, fingerprint="f"):
-    unet, metrics = training.train(cfg, cache, tiny_unet(), build_noise_scheduler(SCHEDULER), work, fingerprint)
+    unet, metrics = training.loop.train(cfg, cache, tiny_unet(), build_noise_scheduler(SCHEDULER), work, fingerprint)
     return unet.state_dict(), pd.read_csv(metrics)
 
 
 def test_pair_shares_noise_and_timestep(cache, tmp_path):
-    source = training.DataSource(dpo_config(), cache, None, training.Generators(), tmp_path)
+    source = training.sources.DataSource(dpo_config(), cache, None, training.sources.Generators(), tmp_path)
     batch = source._batch(3, build_noise_scheduler(SCHEDULER))
     assert torch.equal(batch["noise"][:4], batch["noise"][4:])
     assert torch.equal(batch["timesteps"][:4], batch["timesteps"][4:])
@@ -60,7 +34,7 @@ def test_pair_shares_noise_and_timestep(cache, tmp_path):
 
 
 def test_batches_cover_every_example_once_per_epoch():
-    sampler = training.BatchSampler(10, 4, seed=1)
+    sampler = training.sources.BatchSampler(10, 4, seed=1)
     first_epoch = np.concatenate([sampler.indices(d) for d in range(3)])[:10]
     assert sorted(first_epoch) == list(range(10))
 
@@ -103,10 +77,10 @@ def test_sft_on_winners_lowers_the_loss(cache, tmp_path):
 
 
 def test_nan_loss_stops_with_a_clear_error(cache, tmp_path, monkeypatch):
-    monkeypatch.setitem(training.OBJECTIVES, "sft", training.Objective(
+    monkeypatch.setitem(training.loop.OBJECTIVES, "sft", training.loop.Objective(
         reference=False, loss=lambda cfg, p, r, extra: (p.mean() * float("nan"), {})))
     cfg = TrainConfig(objective="sft", images="both", steps=3, batch_size=4, learning_rate=1e-3, label="sft")
-    with pytest.raises(training.TrainingDiverged, match="loss is nan at step 0"):
+    with pytest.raises(training.sources.TrainingDiverged, match="loss is nan at step 0"):
         run(cfg, cache, tmp_path)
 
 
@@ -116,10 +90,10 @@ def test_a_torn_last_metrics_line_is_dropped_on_resume(tmp_path):
     for torn in ("3,0.1,0.", "3,0.1\n", "1"):  # no newline, too few fields, a step number alone
         path = tmp_path / "metrics.csv"
         path.write_text(header + "1,0.1,0.5\n2,0.1,0.4\n" + torn)
-        training._truncate_metrics(path, 2)
+        training.loop._truncate_metrics(path, 2)
         assert path.read_text() == header + "1,0.1,0.5\n2,0.1,0.4\n", torn
     path.write_text("step,l")  # killed while writing the header: start again
-    training._truncate_metrics(path, 0)
+    training.loop._truncate_metrics(path, 0)
     assert path.read_text() == ""
 
 
@@ -159,9 +133,9 @@ def _job(cfg, cache, folder):
     from diffpo.files import atomic_path
 
     scheduler = build_noise_scheduler(SCHEDULER)
-    unet, metrics = training.train(cfg, cache, tiny_unet(), scheduler, folder / "work", "f",
-                                   training.Generators(scheduler=build_noise_scheduler(SCHEDULER)))
-    training.save_unet(unet, folder / "out" / "unet")
+    unet, metrics = training.loop.train(cfg, cache, tiny_unet(), scheduler, folder / "work", "f",
+                                   training.sources.Generators(scheduler=build_noise_scheduler(SCHEDULER)))
+    training.loop.save_unet(unet, folder / "out" / "unet")
     with atomic_path(folder / "out" / "metrics.csv") as tmp:
         tmp.write_bytes(metrics.read_bytes())
 

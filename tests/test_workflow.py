@@ -1,10 +1,11 @@
 """The workflow declarations: dvc.yaml is generated from the Snakemake DAG and is current."""
 
-from diffpo.workflow import dvc_yaml, stage_keys
+from diffpo.settings.stages import stage_keys
+from diffpo.pipeline.dvc import dvc_yaml, expand_stages
 
 
 def test_committed_dvc_yaml_is_current(root):
-    from diffpo.cli_parser import DVC_TARGETS
+    from diffpo.cli.parser import DVC_TARGETS
 
     assert (root / "dvc.yaml").read_text() == dvc_yaml(root, DVC_TARGETS), (
         "dvc.yaml is out of date: run `python -m diffpo dvc-yaml > dvc.yaml`"
@@ -14,19 +15,23 @@ def test_committed_dvc_yaml_is_current(root):
 def test_each_method_stage_reads_only_its_own_method(root):
     import yaml
 
-    from diffpo.config import load_params, method_judges
+    from diffpo.settings.params import load_params
+    from diffpo.settings.configs import method_judges
 
-    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    from conftest import dvc_stage
+
+    stages = expand_stages(yaml.safe_load((root / "dvc.yaml").read_text())["stages"])
     params = load_params(root / "params.yaml")
     for method in params["methods"]:
         judges = [f"scorers.sources.{j}" for j in method_judges(params, method)]
         for seed in params["seeds"]:
-            assert stages[f"train-{method}-{seed}"]["params"] == ["profile", "train", f"methods.{method}", *judges]
-    assert stages["train-d3po-0"]["params"][-1] == "scorers.sources.pickscore"
-    assert "results/scorers/step_aware" in stages["train-spo-0"]["deps"]
+            assert dvc_stage(stages, "train", f"{method}-{seed}")["params"] == [
+                "profile", "build.stand_ins", "train", f"methods.{method}", *judges]
+    assert dvc_stage(stages, "train", "d3po-0")["params"][-1] == "scorers.sources.pickscore"
+    assert "results/scorers/step_aware" in dvc_stage(stages, "train", "spo-0")["deps"]
     # a variant run reads its method's keys and its experiment's; a grid point not the keys its grid decides
-    assert stages["train-see_diffusion_dpo__gamma-0.5-1"]["params"][-1] == "experiments.gamma"
-    tune = stages["tune-diffusion_dpo-0"]["params"]
+    assert dvc_stage(stages, "train", "see_diffusion_dpo__gamma-0.5-1")["params"][-1] == "experiments.gamma"
+    tune = dvc_stage(stages, "tune", "diffusion_dpo-0")["params"]
     assert "methods.diffusion_dpo.label" in tune and not {"methods.diffusion_dpo.beta", "train.learning_rate"} & set(tune)
     assert stage_keys("evaluate", model="sft_w", prompt_set="x") == stage_keys("evaluate", prompt_set="x")
 
@@ -34,7 +39,7 @@ def test_each_method_stage_reads_only_its_own_method(root):
 def test_every_stage_logs_and_writes_under_results(root):
     import yaml
 
-    for name, stage in yaml.safe_load((root / "dvc.yaml").read_text())["stages"].items():
+    for name, stage in expand_stages(yaml.safe_load((root / "dvc.yaml").read_text())["stages"]).items():
         assert "--log logs/" in stage["cmd"], name
         for out in stage["outs"]:
             path = next(iter(out)) if isinstance(out, dict) else out
@@ -42,9 +47,9 @@ def test_every_stage_logs_and_writes_under_results(root):
 
 
 def test_seeds_expand_every_trained_row_and_its_evaluation(root):
-    from diffpo.config import load_params
-    from diffpo.experiments import curve_runs, prolonged_runs
-    from diffpo.workflow import job_counts, snakemake_jobs
+    from diffpo.settings.params import load_params
+    from diffpo.settings.experiments import curve_runs, prolonged_runs
+    from diffpo.pipeline.dag import job_counts, snakemake_jobs
 
     for profile in ("tiny", "paper"):
         params = load_params(root / "params.yaml", profile=profile)
@@ -70,7 +75,8 @@ def test_seeds_expand_every_trained_row_and_its_evaluation(root):
 def test_every_rule_depends_on_the_code_its_command_runs(root):
     import re
 
-    from diffpo.workflow import code_files, snakemake_jobs
+    from diffpo.pipeline.code_inputs import code_files
+    from diffpo.pipeline.dag import snakemake_jobs
 
     jobs = [job for job in snakemake_jobs(root, ["all"]) if job.output]
     assert {job.rule.name for job in jobs} >= {"prepare", "encode", "train", "evaluate", "table"}
@@ -84,22 +90,22 @@ def test_every_rule_depends_on_the_code_its_command_runs(root):
         missing = runs[command] - {str(f) for f in job.input}
         assert not missing, f"{job.rule.name} runs {sorted(missing)} but does not depend on them"
     train = code_files("train", root)
-    assert {"src/diffpo/step_aware.py", "src/diffpo/reward_models.py", "src/diffpo/objectives.py",
-            "src/diffpo/rollouts.py"} <= set(train)
-    # ``from diffpo.scorers import Scorer`` runs the package's __init__, which imports every family
-    assert {f"src/diffpo/scorers/{m}.py" for m in ("__init__", "base", "loading", "pickscore", "hpsv2",
+    assert {"src/diffpo/scoring/step_aware.py", "src/diffpo/scoring/stand_ins.py", "src/diffpo/methods/objectives.py",
+            "src/diffpo/methods/rollouts.py"} <= set(train)
+    # ``from diffpo.scoring.learned import Scorer`` runs the package's __init__, which imports every family
+    assert {f"src/diffpo/scoring/learned/{m}.py" for m in ("__init__", "interface", "weights", "pickscore", "hpsv2",
                                                    "imagereward", "aesthetic", "registry")} <= set(train)
-    # ``from diffpo.training import train`` runs the package's __init__, which imports every submodule
+    # the loop imports the reference and the sources (the package's __init__ runs first, and imports nothing)
     assert {f"src/diffpo/training/{m}.py" for m in ("__init__", "loop", "reference", "sources")} <= set(train)
-    assert "src/diffpo/diversity.py" in code_files("evaluate", root)
-    assert "src/diffpo/paper_numbers.yaml" in code_files("table", root)
-    assert "src/diffpo/paper_numbers.yaml" not in train
+    assert "src/diffpo/scoring/diversity.py" in code_files("evaluate", root)
+    assert "src/diffpo/evidence/paper_numbers.yaml" in code_files("table", root)
+    assert "src/diffpo/evidence/paper_numbers.yaml" not in train
     assert not [f for f in code_files("evaluate", root) if f.startswith("src/diffpo/training/")]
 
 
 def test_every_subcommand_has_derivable_code(root):
     from diffpo.cli import build_parser
-    from diffpo.workflow import code_files
+    from diffpo.pipeline.code_inputs import code_files
 
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command").choices
@@ -112,14 +118,14 @@ def test_every_subcommand_has_derivable_code(root):
 
 
 def test_a_command_does_not_depend_on_another_commands_module(root):
-    from diffpo.workflow import code_files
+    from diffpo.pipeline.code_inputs import code_files
 
     evaluate, train, tune = (set(code_files(c, root)) for c in ("evaluate", "train", "tune"))
-    assert "src/diffpo/cli/evaluation.py" in evaluate and "src/diffpo/cli/training.py" not in evaluate
-    assert "src/diffpo/cli/training.py" in train and "src/diffpo/cli/evaluation.py" not in train
+    assert "src/diffpo/cli/evaluate.py" in evaluate and "src/diffpo/cli/train.py" not in evaluate
+    assert "src/diffpo/cli/train.py" in train and "src/diffpo/cli/evaluate.py" not in train
     # tune scores its samples with a helper of the evaluation module, and imports it where it uses it
-    assert {"src/diffpo/cli/training.py", "src/diffpo/cli/evaluation.py"} <= tune
-    assert not {"src/diffpo/cli/data.py", "src/diffpo/cli/reporting.py"} & (evaluate | train | tune)
+    assert {"src/diffpo/cli/train.py", "src/diffpo/cli/evaluate.py"} <= tune
+    assert not {"src/diffpo/cli/inputs.py", "src/diffpo/cli/report.py"} & (evaluate | train | tune)
 
 
 def test_cli_modules_hold_only_imports_constants_and_definitions_at_module_level(root):
@@ -196,7 +202,7 @@ def _fake_package(tmp_path):
 def test_code_closure_follows_local_relative_and_subpackage_imports(tmp_path):
     import pytest
 
-    from diffpo.workflow import code_digest, code_files
+    from diffpo.pipeline.code_inputs import code_digest, code_files
 
     package = _fake_package(tmp_path)
     assert [f.removeprefix("src/diffpo/") for f in code_files("go", tmp_path)] == [
@@ -223,13 +229,13 @@ def test_code_closure_follows_local_relative_and_subpackage_imports(tmp_path):
 def test_checkpoint_fingerprint_covers_the_code(tmp_path, monkeypatch):
     import numpy as np
 
-    import diffpo.workflow
-    from diffpo.config import TrainConfig
-    from diffpo.training import run_fingerprint
+    import diffpo.pipeline.code_inputs
+    from diffpo.settings.configs import TrainConfig
+    from diffpo.training.loop import run_fingerprint
 
     import pandas as pd
 
-    from diffpo.cache import write_cache
+    from diffpo.data.cache import write_cache
 
     zeros = np.zeros((2, 4, 2, 2), np.float32)
     write_cache(tmp_path, zeros, zeros, np.zeros((2, 3, 8), np.float32), np.zeros((3, 8), np.float32),
@@ -237,14 +243,46 @@ def test_checkpoint_fingerprint_covers_the_code(tmp_path, monkeypatch):
     cfg = TrainConfig(objective="sft", steps=1, batch_size=1, learning_rate=1e-4)
     real = run_fingerprint(cfg, "init", tmp_path, "train")
     assert real != run_fingerprint(cfg, "init", tmp_path, "pretrain-unet")
-    monkeypatch.setattr(diffpo.workflow, "code_digest", lambda command: "fixed code")
+    monkeypatch.setattr(diffpo.pipeline.code_inputs, "code_digest", lambda command: "fixed code")
     assert run_fingerprint(cfg, "init", tmp_path, "train") != real
 
 
 def test_dvc_commit_only_warns_without_dvc(tmp_path):
-    from diffpo.workflow import dvc_commit
+    from diffpo.pipeline.dvc import dvc_commit
 
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     warnings = dvc_commit(tmp_path)
     assert len(warnings) == 1 and "not initialised" in warnings[0]
     assert not (tmp_path / "dvc.lock").exists()
+
+
+def test_a_file_is_listed_by_no_more_stages_than_run_it(root):
+    """dvc.yaml lists a package file (or its whole folder) as a stage's dependency only where the
+    stage's command runs it (its imports, diffpo.pipeline.code_inputs): an edit reruns its users
+    only. The DAG and DVC tooling is run by no stage, and the trainer does not import it."""
+    import collections
+    import re
+
+    import yaml
+
+    from diffpo.pipeline.code_inputs import code_files
+
+    stages = expand_stages(yaml.safe_load((root / "dvc.yaml").read_text())["stages"])
+    package = [p.relative_to(root).as_posix() for p in (root / "src/diffpo").rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts]
+    listed, run = collections.Counter(), collections.Counter()
+    commands: dict[str, list[str]] = {}
+    for stage in stages.values():
+        deps = stage.get("deps", [])
+        listed.update(f for f in package if any(f == d or f.startswith(d + "/") for d in deps))
+        command = re.search(r"-m diffpo ([a-z][\w-]*)", stage["cmd"]).group(1)
+        run.update(commands.setdefault(command, code_files(command, root)))
+    over = {f: (listed[f], run[f]) for f in package if listed[f] > run[f]}
+    assert not over, f"listed by more stages than run it (listed, run): {over}"
+    assert listed == run, {f: (listed[f], run[f]) for f in package if listed[f] != run[f]}
+    tooling = ["src/diffpo/pipeline/dvc.py", "src/diffpo/pipeline/dag.py", "src/diffpo/pipeline/catalogue.py", "src/diffpo/pipeline/gpu_slots.py",
+               "src/diffpo/pipeline/benchmark.py", "src/diffpo/pipeline/budget.py"]
+    assert {f: listed[f] for f in tooling} == dict.fromkeys(tooling, 0)
+    users = sum(1 for s in stages.values() if re.search(r"-m diffpo (train|tune|train-step-scorer) ", s["cmd"]))
+    assert listed["src/diffpo/scoring/step_aware.py"] == users
+    assert not set(tooling) & set(code_files("train", root))

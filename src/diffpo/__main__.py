@@ -1,3 +1,4 @@
+"""``python -m diffpo``: the command line (diffpo.cli)."""
 from diffpo.cli import main
 
 main()

@@ -8,3 +8,7 @@ nothing, so the command line can catch these errors before torch is imported.
 
 class UserError(Exception):
     """A problem with the user's input, not with diffpo; the message says what and where."""
+
+
+class ParamsError(UserError, ValueError):
+    """params.yaml is malformed; the message names the file and the key."""

@@ -2,7 +2,7 @@
 # Trained on the tiny world's own corpus (results/corpus), never on a preference image.
 # The paper profile loads SD-1.5 instead (base.pretrained) and has none of these jobs.
 
-if TINY:
+if BUILDS_BASE:
 
     rule pretrain_text_encoder:
         input:

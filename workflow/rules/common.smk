@@ -9,23 +9,29 @@ import sys
 ROOT = Path(str(workflow.current_basedir)).parents[1]  # the project root: this file is workflow/rules/common.smk
 sys.path.insert(0, str(ROOT / "src"))
 
-from diffpo.config import PROFILE_VARIABLE, command_line_profile, load_params, method_judges, select
-from diffpo.experiments import all_runs, curve_runs, prolonged_runs, resolve_run
-from diffpo.tuning import grid_points
-from diffpo.tuning import grids as tuning_grids
-from diffpo.workflow import code_files, stage_keys, tune_keys
+from diffpo.settings.params import PROFILE_VARIABLE, command_line_profile, load_params, select
+from diffpo.settings.configs import method_judges
+from diffpo.settings.experiments import all_runs, curve_runs, prolonged_runs, resolve_run
+from diffpo.settings.tuning import grid_points
+from diffpo.settings.tuning import grids as tuning_grids
+from diffpo.settings.stages import stage_keys, tune_keys
+from diffpo.pipeline.code_inputs import code_files
+from diffpo.pipeline.gpu_slots import launch_command
 
 # `--config profile=paper` picks the profile; the jobs' own `python -m diffpo` read it from
-# DIFFPO_PROFILE (diffpo.config.load_params), exported here to every job Snakemake starts.
+# DIFFPO_PROFILE (diffpo.settings.params.load_params), exported here to every job Snakemake starts.
 PROFILE = command_line_profile(config, ROOT / "params.yaml")
 config.clear()
 config.update(load_params(ROOT / "params.yaml", profile=PROFILE))
 os.environ[PROFILE_VARIABLE] = config["profile"]
-TINY = config["profile"] == "tiny"
-# A method trained on the pre-training corpus (the plateau control) exists where the
-# pipeline has that corpus: the tiny world's (SD-1.5's LAION is not part of the paper profile).
-METHODS = [m for m, s in config["methods"].items() if TINY or s.get("dataset", "preferences") != "corpus"]
-# Every trained run: the methods, then the experiments' variant runs (diffpo.experiments).
+# What the pipeline builds itself (params.yaml `build`): the rules name these features, never the profile.
+BUILDS_WORLD = config["build"]["world"]  # the synthetic world and the base's corpus
+BUILDS_BASE = config["build"]["base"]  # the base model, pre-trained on that corpus
+BUILDS_STAND_INS = config["build"]["stand_ins"]  # stand-in scorers, trained on the world's raters
+# A method trained on the pre-training corpus (the plateau control) exists where the pipeline
+# pre-trains the base on its own corpus (SD-1.5's LAION is not part of the paper profile).
+METHODS = [m for m, s in config["methods"].items() if BUILDS_BASE or s.get("dataset", "preferences") != "corpus"]
+# Every trained run: the methods, then the experiments' variant runs (diffpo.settings.experiments).
 RUNS = METHODS + [r for r in all_runs(config) if r not in config["methods"]]
 CURVE_RUNS = curve_runs(config)  # runs whose snapshots are sampled and scored along training
 PROLONGED_RUNS = prolonged_runs(config)  # the longest trainings: started first (rule train's priority)
@@ -42,10 +48,16 @@ CLI = "python -m diffpo"
 
 def code(command, *unexpected):
     """The package files ``python -m diffpo COMMAND`` runs (derived from the cli package's imports by
-    diffpo.workflow.code_files): a rule reruns when they change, in Snakemake as in DVC."""
+    diffpo.pipeline.code_inputs.code_files): a rule reruns when they change, in Snakemake as in DVC."""
     if unexpected:
         raise ValueError(f"code{(command, *unexpected)}: pass the rule's subcommand only, e.g. code('train')")
     return code_files(command, ROOT)
+
+
+def launch(processes=False):
+    """A rule's ``params.launch``: how its command starts, from the job's ``gpu`` resource, which
+    only the workflow profiles set (none: the CPU; diffpo.pipeline.gpu_slots.launch_command)."""
+    return lambda wildcards, resources: launch_command(resources.get("gpu", 0), processes)
 
 
 def keys(stage, **wildcards):
@@ -58,25 +70,25 @@ def values(stage):
 
 
 def data_source():
-    return "results/world" if TINY else config["data"]["source"]
+    return "results/world" if BUILDS_WORLD else config["data"]["source"]
 
 
 def base_input(path):
     """A folder of the base model that the tiny profile builds in the pipeline (an input of
     the job); none in the paper profile, which loads base.pretrained."""
-    return path if TINY else []
+    return path if BUILDS_BASE else []
 
 
 def base_path(name):
     """The base model a job is given: its input ``name`` in the tiny profile (derived from
     the input, not written a second time), base.pretrained in the paper profile (a plain
     value: changing it reruns the job)."""
-    return (lambda wildcards, input: input[name]) if TINY else config["base"]["pretrained"]
+    return (lambda wildcards, input: input[name]) if BUILDS_BASE else config["base"]["pretrained"]
 
 
 def stand_ins():
     """The trained stand-in scorers every evaluation needs (tiny profile only)."""
-    return expand("results/scorers/{scorer}", scorer=SCORERS) if TINY else []
+    return expand("results/scorers/{scorer}", scorer=SCORERS) if BUILDS_STAND_INS else []
 
 
 def method_of(run):
@@ -105,7 +117,7 @@ def table_rows(table):
 
 def judges(run):
     """The trained scorers judging a run's own samples (tiny profile; the paper's are loaded)."""
-    return [f"results/scorers/{j}" for j in method_judges(config, method_of(run))] if TINY else []
+    return [f"results/scorers/{j}" for j in method_judges(config, method_of(run))] if BUILDS_STAND_INS else []
 
 
 def train_keys(run):
@@ -154,8 +166,8 @@ def table_sets(table):
 
 
 def claims_inputs():
-    """Every result file workflow/claims.yaml reads (diffpo.claims.required_files)."""
-    from diffpo.claims import ResultFiles, load_claims, required_files
+    """Every result file workflow/claims.yaml reads (diffpo.evidence.claims.required_files)."""
+    from diffpo.evidence.claims import ResultFiles, load_claims, required_files
 
     files = ResultFiles(Path("results"), SEEDS, PROMPT_SET)
     return required_files(load_claims(ROOT / "workflow" / "claims.yaml"), config, files)
@@ -181,23 +193,23 @@ def grid_origin(method):
 def tuning_metric_scorer():
     """The stand-in scorer the tuning metric reads (none for a ground-truth metric)."""
     metric = config["tuning"]["metric"]
-    return [] if metric.startswith("gt_") or not TINY else [f"results/scorers/{metric}"]
+    return [] if metric.startswith("gt_") or not BUILDS_STAND_INS else [f"results/scorers/{metric}"]
 
 
 # ---------------------------------------------------------------- figures (workflow/artifacts.yaml)
 def figure_ids():
-    """The figures the catalogue lists whose runs these settings define (diffpo.figures draws each)."""
+    """The figures the catalogue lists whose runs these settings define (diffpo.evidence.figures draws each)."""
     import yaml
 
-    from diffpo.figures import available
+    from diffpo.evidence.figures import available
 
     artifacts = yaml.safe_load((ROOT / "workflow" / "artifacts.yaml").read_text())["artifacts"]
     return [a["figure"] for a in artifacts if a["kind"] == "figure" and available(a["figure"], config)]
 
 
 def figure_inputs(figure):
-    from diffpo.claims import ResultFiles
-    from diffpo.figures import required_files
+    from diffpo.evidence.claims import ResultFiles
+    from diffpo.evidence.figures import required_files
 
     return required_files(figure, config, ResultFiles(Path("results"), SEEDS, PROMPT_SET))
 

@@ -1,8 +1,6 @@
 # Data: the synthetic world (tiny profile), tie removal, and the encoded cache.
 
-from diffpo.gpu_slots import rule_prefix  # GPU jobs take their own GPUs (workflow/profiles/local-gpus)
-
-if TINY:
+if BUILDS_WORLD:
 
     rule world:
         input:
@@ -42,7 +40,7 @@ if TINY:
 rule prepare:
     input:
         code("prepare"),
-        source=[data_source()] if TINY else [],
+        source=[data_source()] if BUILDS_WORLD else [],
     output:
         pairs="results/data/train_pairs.parquet",
         manifest="results/data/manifest.json",
@@ -74,14 +72,12 @@ rule encode:
     priority: 10  # on the critical path: base model first, scorers and the rest after
     conda:
         "../envs/diffpo.yaml"
-    resources:
-        gpu=0 if TINY else 1,
     params:
+        launch=launch(),
         param_keys=keys("encode"),
         values=values("encode"),
         text_encoder=base_path("text_encoder"),
         vae=base_path("vae"),
     shell:
-        rule_prefix(TINY)
-        + "python -m diffpo encode --pairs {input.pairs} --text-encoder {params.text_encoder} --vae {params.vae}"
+        "{params.launch} -m diffpo encode --pairs {input.pairs} --text-encoder {params.text_encoder} --vae {params.vae}"
         " --out {output} --log {log}"

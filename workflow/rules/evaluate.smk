@@ -1,7 +1,5 @@
 # Sampling and scoring; per-image scores are kept so tables never score twice.
 
-from diffpo.gpu_slots import rule_prefix  # GPU jobs take their own GPUs (workflow/profiles/local-gpus)
-
 
 # One job per model, training seed and prompt set samples and then scores: the imports and
 # the pipeline are paid once (a separate scoring job cost about as much start-up again).
@@ -10,7 +8,7 @@ rule evaluate:
         code("evaluate"),
         base=base_input("results/base/pipeline"),
         unet=lambda wc: unet_of(wc.model, wc.seed),
-        prompts=[data_source()] if TINY else [],
+        prompts=[data_source()] if BUILDS_WORLD else [],
         scorers=stand_ins(),
     output:
         samples="results/samples/{model}/seed{seed}/{prompt_set}.parquet",
@@ -26,21 +24,20 @@ rule evaluate:
         prompt_set="|".join(PROMPT_SETS),
     conda:
         "../envs/diffpo.yaml"
-    resources:
-        gpu=0 if TINY else 1,
     params:
+        launch=launch(),
         param_keys=lambda wc: keys("evaluate", prompt_set=wc.prompt_set),
         values=values("evaluate"),
         base=base_path("base"),
         unet=lambda wc, input: f"--unet {input.unet}" if input.unet else "",
-        stand_ins="--stand-ins results/scorers" if TINY else "",
+        stand_ins="--stand-ins results/scorers" if BUILDS_STAND_INS else "",
     shell:
-        rule_prefix(TINY) + "python -m diffpo evaluate --base {params.base} {params.unet} --seed {wildcards.seed}"
+        "{params.launch} -m diffpo evaluate --base {params.base} {params.unet} --seed {wildcards.seed}"
         " --prompt-set {wildcards.prompt_set} {params.stand_ins} --samples {output.samples}"
         " --scores {output.scores} --diversity {output.diversity} --log {log}"
 
 
-if TINY:
+if BUILDS_WORLD:
 
     # The world's facts that need the base model: the preference data's images against the
     # base's samples of the same prompts (must be better), and the base's diversity (its

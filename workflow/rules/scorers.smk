@@ -1,9 +1,7 @@
 # Learned reward models: tiny-profile stand-ins trained on the world's raters, and every
 # scorer's agreement with held-out preferences. The paper profile loads the real checkpoints.
 
-from diffpo.gpu_slots import rule_prefix  # GPU jobs take their own GPUs (workflow/profiles/local-gpus)
-
-if TINY:
+if BUILDS_STAND_INS:
 
     rule train_scorer:
         input:
@@ -52,7 +50,7 @@ if TINY:
 rule scorer_accuracy:
     input:
         code("scorer-accuracy"),
-        source=[data_source()] if TINY else [],
+        source=[data_source()] if BUILDS_WORLD else [],
         scorers=stand_ins(),
     output:
         csv="results/scorer_accuracy.csv",
@@ -63,12 +61,10 @@ rule scorer_accuracy:
         "benchmarks/scorer_accuracy.tsv"
     conda:
         "../envs/diffpo.yaml"
-    resources:
-        gpu=0 if TINY else 1,
     params:
+        launch=launch(),
         param_keys=keys("scorer_accuracy"),
         values=values("scorer_accuracy"),
-        stand_ins="--stand-ins results/scorers" if TINY else "",
+        stand_ins="--stand-ins results/scorers" if BUILDS_STAND_INS else "",
     shell:
-        rule_prefix(TINY)
-        + "python -m diffpo scorer-accuracy {params.stand_ins} --csv {output.csv} --md {output.md} --log {log}"
+        "{params.launch} -m diffpo scorer-accuracy {params.stand_ins} --csv {output.csv} --md {output.md} --log {log}"

@@ -53,7 +53,7 @@ rule training_curves:
 
 
 # The papers' claims (workflow/claims.yaml), evaluated on every run they name by the rule
-# diffpo.claims states: results/claims.csv and results/claims.md (rendered into the README).
+# diffpo.evidence.claims states: results/claims.csv and results/claims.md (rendered into the README).
 rule claims:
     input:
         code("claims"),

@@ -2,8 +2,6 @@
 # or an experiment's variant, `experiments`) and training seed (`seeds`). The runs that
 # `experiments.curves` names keep their snapshots, scored along training (rule curve).
 
-from diffpo.gpu_slots import rule_prefix  # GPU jobs take their own GPUs (workflow/profiles/local-gpus)
-
 
 rule train:
     input:
@@ -25,21 +23,16 @@ rule train:
     priority: lambda wc: 1 if wc.method in PROLONGED_RUNS else 0
     conda:
         "../envs/diffpo.yaml"
-    resources:
-        gpu=0 if TINY else 8,
     params:
         param_keys=lambda wc: train_keys(wc.method),
         values=lambda wc: select(config, train_keys(wc.method)),
         keep_snapshots=lambda wc: "--keep-snapshots" if wc.method in CURVE_RUNS else "",
         base=base_path("base"),
         work="results/checkpoints/{method}/seed{seed}",
-        # Several GPUs: accelerate starts one process per GPU (the trainer is accelerate-based).
-        launch=lambda wc, resources: (
-            "python" if resources.gpu <= 1 else f"accelerate launch --num_processes {resources.gpu}"
-        ),
+        # Several GPUs (workflow profile): accelerate starts one process per GPU (the trainer is accelerate-based).
+        launch=launch(processes=True),
     shell:
-        rule_prefix(TINY)
-        + "{params.launch} -m diffpo train --scorers results/scorers --method {wildcards.method} --seed {wildcards.seed} --base {params.base} --cache {input.cache}"
+        "{params.launch} -m diffpo train --scorers results/scorers --method {wildcards.method} --seed {wildcards.seed} --base {params.base} --cache {input.cache}"
         " --work {params.work} --out {output.unet} --metrics {output.metrics} --snapshots {output.snapshots}"
         " {params.keep_snapshots} --log {log}"
 
@@ -51,7 +44,7 @@ rule curve:
         code("curve"),
         base=base_input("results/base/pipeline"),
         snapshots="results/models/{method}/seed{seed}/snapshots",
-        prompts=[data_source()] if TINY else [],
+        prompts=[data_source()] if BUILDS_WORLD else [],
         scorers=stand_ins(),
     output:
         "results/curves/{method}/seed{seed}.parquet",
@@ -64,14 +57,12 @@ rule curve:
         seed=r"\d+",
     conda:
         "../envs/diffpo.yaml"
-    resources:
-        gpu=0 if TINY else 1,
     params:
+        launch=launch(),
         param_keys=keys("curve", prompt_set=PROMPT_SET),
         values=lambda wc: select(config, keys("curve", prompt_set=PROMPT_SET)),
         base=base_path("base"),
-        stand_ins="--stand-ins results/scorers" if TINY else "",
+        stand_ins="--stand-ins results/scorers" if BUILDS_STAND_INS else "",
     shell:
-        rule_prefix(TINY)
-        + "python -m diffpo curve --base {params.base} --snapshots {input.snapshots} --seed {wildcards.seed}"
+        "{params.launch} -m diffpo curve --base {params.base} --snapshots {input.snapshots} --seed {wildcards.seed}"
         " {params.stand_ins} --out {output} --log {log}"

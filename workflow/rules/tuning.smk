@@ -11,7 +11,7 @@ rule tune:
         cache=lambda wc: training_cache(wc.method),
         judges=lambda wc: judges(wc.method),
         metric_scorer=tuning_metric_scorer(),
-        prompts=[data_source()] if TINY else [],
+        prompts=[data_source()] if BUILDS_WORLD else [],
         origin=lambda wc: grid_results(grid_origin(wc.method)),
     output:
         "results/tuning/{method}/point{point}.json",
@@ -24,16 +24,15 @@ rule tune:
         point=r"\d+",
     conda:
         "../envs/diffpo.yaml"
-    resources:
-        gpu=0 if TINY else 8,
     params:
+        launch=launch(processes=True),  # several GPUs: one training process each
         param_keys=lambda wc: keys("tune", keys=tune_keys(config, wc.method)),
         values=lambda wc: select(config, tune_keys(config, wc.method)),
         base=base_path("base"),
         work="results/tuning/checkpoints/{method}/point{point}",
         origin=lambda wc, input: f"--origin-results {' '.join(input.origin)}" if input.origin else "",
     shell:
-        "python -m diffpo tune --scorers results/scorers --method {wildcards.method} --point {wildcards.point}"
+        "{params.launch} -m diffpo tune --scorers results/scorers --method {wildcards.method} --point {wildcards.point}"
         " --base {params.base} --cache {input.cache} --work {params.work} {params.origin} --out {output} --log {log}"
 
 

@@ -12,35 +12,10 @@ generators seeded by (seed, s or r, micro-step, process), so a run resumed from 
 checkpoint of step ``s`` continues exactly as an uninterrupted run would, without saving
 random-number-generator state.
 
-The package: ``loop`` (``train()``, the objectives, checkpoints, snapshots, the metrics file
-and the resume fingerprint), ``reference`` (LoRA adapters and the reference model) and
-``sources`` (the examples: data-set images and pairs, generated losers, rollouts; the
-seeding). Tests that replace a function the loop calls patch it in its module
-(``diffpo.training.sources._forward``), not here.
+The package: ``loop`` (``train()``, the objectives, checkpoints, the metrics file and the
+resume fingerprint), ``reference`` (LoRA adapters, the reference model, the seeding),
+``sources`` (the examples: data-set images and pairs, generated losers, rollouts),
+``snapshots`` (the policy along training), ``recipes`` (batch sizes per process count) and
+``base_unet`` (the tiny base UNet, pre-trained by this loop). Import from the modules: this
+file imports none of them, so that a stage using one does not run (and depend on) the rest.
 """
-
-from diffpo.training.loop import (
-    OBJECTIVES,
-    Objective,
-    _truncate_metrics,
-    content_digest,
-    run_fingerprint,
-    save_unet,
-    snapshot_steps,
-    train,
-)
-from diffpo.training.reference import Reference, add_lora, merge_lora
-from diffpo.training.sources import (
-    BatchSampler,
-    DataSource,
-    Generators,
-    RolloutSource,
-    TrainingDiverged,
-    _source,
-)
-
-__all__ = [
-    "OBJECTIVES", "BatchSampler", "DataSource", "Generators", "Objective", "Reference", "RolloutSource",
-    "TrainingDiverged", "add_lora", "content_digest", "merge_lora", "run_fingerprint", "save_unet",
-    "snapshot_steps", "train",
-]

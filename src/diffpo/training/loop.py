@@ -24,13 +24,14 @@ from diffusers.optimization import get_scheduler
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from diffpo import recipes
-from diffpo.config import TrainConfig
-from diffpo.data import EncodedPairs
-from diffpo.devices import configure_unet, make_optimizer
+from diffpo.training import recipes
+from diffpo.settings.configs import TrainConfig
+from diffpo.data.preparation import EncodedPairs
+from diffpo.models.devices import configure_unet, make_optimizer
 from diffpo.files import atomic_dir, atomic_path, remove_stale_in
-from diffpo.objectives import d3po_loss, ddpo_loss, diffusion_dpo_loss, seppo_loss, sft_loss
+from diffpo.methods.objectives import d3po_loss, ddpo_loss, diffusion_dpo_loss, seppo_loss, sft_loss
 from diffpo.training.reference import Reference, add_lora, merge_lora
+from diffpo.training.snapshots import snapshot_path
 from diffpo.training.sources import Generators, TrainingDiverged, _source
 
 
@@ -70,12 +71,12 @@ def run_fingerprint(cfg: TrainConfig, init: str, cache_dir: Path, command: str) 
     """What a checkpoint must match to be resumed: code, settings, starting weights and data.
 
     ``command`` is the CLI subcommand training (``train``, ``pretrain-unet``): the package files
-    it runs are hashed where diffpo is imported from (``workflow.code_digest``), so a fixed bug
+    it runs are hashed where diffpo is imported from (``diffpo.pipeline.code_inputs.code_digest``), so a fixed bug
     is never resumed from a checkpoint of the old code. ``init`` identifies the starting
     weights (see ``content_digest``); the cache is identified by its layout, pair index and the
     first megabyte of its latents (``EncodedPairs.fingerprint_bytes``).
     """
-    from diffpo.workflow import code_digest
+    from diffpo.pipeline.code_inputs import code_digest
 
     identity = {"cfg": asdict(cfg), "init": init, "code": code_digest(command)}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode())
@@ -118,7 +119,7 @@ def train(
     ``unet`` is the starting policy; a reference is a frozen copy of it (or, with LoRA, the
     same UNet with its adapters disabled). ``generators`` is needed by methods that generate.
     ``snapshots``: also keep the policy's weights (LoRA merged) at every checkpoint in
-    ``work_dir/snapshots/``, for scores along training (``snapshot_steps``).
+    ``work_dir/snapshots/``, for scores along training (``diffpo.training.snapshots``).
     """
     objective = OBJECTIVES[cfg.objective]
     cfg = recipes.resolve(cfg, PartialState().num_processes)  # effective batch -> this run's accumulation
@@ -230,13 +231,8 @@ def _save_snapshot(work_dir: Path, step: int, unet: UNet2DConditionModel, cfg: T
     """The policy at ``step`` as plain UNet weights (a LoRA run's adapters merged into a copy)."""
     plain = merge_lora(copy.deepcopy(unet)) if cfg.lora_rank else unet
     (work_dir / "snapshots").mkdir(exist_ok=True)
-    with atomic_path(work_dir / "snapshots" / f"step-{step:07d}.safetensors") as tmp:
+    with atomic_path(snapshot_path(work_dir / "snapshots", step)) as tmp:
         save_file({k: v.detach().float().contiguous() for k, v in plain.state_dict().items()}, tmp)
-
-
-def snapshot_steps(folder: Path) -> dict[int, Path]:
-    """The snapshots in ``folder`` by step."""
-    return {int(p.stem.split("-")[1]): p for p in sorted(Path(folder).glob("step-*.safetensors"))}
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

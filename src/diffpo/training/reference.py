@@ -6,11 +6,17 @@ from __future__ import annotations
 import contextlib
 import copy
 
+import numpy as np
 import torch
 from diffusers import UNet2DConditionModel
 
-from diffpo.config import TrainConfig
-from diffpo.training.sources import _seed_for
+from diffpo.settings.configs import TrainConfig
+
+
+def seed_for(*parts: int) -> int:
+    """A seed that is a function of (run seed, purpose, step or round, process): every batch, noise
+    and generation of a run can be drawn again on resumption."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
 def add_lora(unet: UNet2DConditionModel, cfg: TrainConfig) -> None:
@@ -24,7 +30,7 @@ def add_lora(unet: UNet2DConditionModel, cfg: TrainConfig) -> None:
 
     unet.requires_grad_(False)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_seed_for(cfg.seed, 6))
+        torch.manual_seed(seed_for(cfg.seed, 6))
         unet.add_adapter(LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_rank, init_lora_weights="gaussian",
                                     target_modules=list(cfg.lora_targets)))
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,10 +15,8 @@ from safetensors.torch import load_file, save_file
 
 from diffpo.errors import UserError
 from diffpo.files import atomic_path
-from diffpo.objectives import per_prompt_advantages, per_sample_mse
-
-if TYPE_CHECKING:
-    from diffpo.training.reference import Reference
+from diffpo.methods.objectives import per_prompt_advantages, per_sample_mse
+from diffpo.training.reference import Reference, seed_for
 
 
 @dataclass
@@ -41,10 +38,6 @@ class Generators:
 
 class TrainingDiverged(UserError, FloatingPointError):
     """The loss became NaN or infinite (the message says which settings to lower)."""
-
-
-def _seed_for(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
 class BatchSampler:
@@ -115,7 +108,7 @@ class DataSource:
         idx = np.concatenate([self.sampler.indices(d) for d in draws])
         embeds = torch.from_numpy(self.cache.embeds(idx).astype(np.float32))
         shape = self.cache.latents("w", idx[:1]).shape[1:]
-        generator = torch.Generator().manual_seed(_seed_for(cfg.seed, 2, index, acc.process_index))
+        generator = torch.Generator().manual_seed(seed_for(cfg.seed, 2, index, acc.process_index))
         noise = torch.randn((len(idx), *shape), generator=generator)
         # Generation is most of a round's time; bf16 autocast (where set) roughly halves it on a
         # bf16-capable CPU, and the losers only need to look like the reference's samples.
@@ -133,7 +126,7 @@ class DataSource:
         cfg, cache = self.cfg, self.cache
         idx = self.sampler.indices(draw)
         pairs = cfg.data == "pairs"
-        generator = torch.Generator().manual_seed(_seed_for(cfg.seed, draw))
+        generator = torch.Generator().manual_seed(seed_for(cfg.seed, draw))
         b = len(idx)
         if cfg.images == "both":
             n = len(cache)
@@ -162,7 +155,7 @@ class DataSource:
 
 
 def _generate_losers(ref_unet, scheduler, noise, embeds, uncond, cfg) -> torch.Tensor:
-    from diffpo.rollouts import generate_losers
+    from diffpo.methods.rollouts import generate_losers
 
     if scheduler is None:
         raise ValueError(f"{cfg.label or cfg.objective}: generating losers needs a sampling scheduler (Generators.scheduler)")
@@ -212,12 +205,12 @@ class RolloutSource:
         rank = acc.process_index
         rng = np.random.default_rng([cfg.seed, 4, index, rank])
         prompts = self.cache.prompt_index[rng.integers(0, len(self.cache), cfg.rollout_prompts)]
-        generator = torch.Generator().manual_seed(_seed_for(cfg.seed, 5, index, rank))
+        generator = torch.Generator().manual_seed(seed_for(cfg.seed, 5, index, rank))
         shape = self.cache.latents("w", np.arange(1)).shape[1:]
         embeds_of = lambda ids: torch.from_numpy(np.asarray(self.cache.prompt_embeds[ids], dtype=np.float32))
         policy.eval()
         if cfg.objective == "spo":
-            from diffpo.rollouts import branch_trajectories
+            from diffpo.methods.rollouts import branch_trajectories
 
             noise = torch.randn((len(prompts), *shape), generator=generator)
             found = branch_trajectories(policy, self.g.scheduler, self.g.vae, self.g.step_scorer, noise, embeds_of(prompts),
@@ -228,7 +221,7 @@ class RolloutSource:
             self.data = found
             self.round_metrics = {"step_pairs": float(len(found)), "score_gap_mean": float(found.gaps.mean())}
         else:
-            from diffpo.rollouts import Trajectories, chain_generators, gather_chains, sample_trajectories
+            from diffpo.methods.rollouts import Trajectories, chain_generators, gather_chains, sample_trajectories
 
             # The round's rollouts are one global set (rollout_prompts per process), each chain seeded
             # by its global position: every process trains on all of them, and P processes compute
@@ -263,13 +256,13 @@ class RolloutSource:
         self.index = index
 
     def _rewards(self, latents: torch.Tensor, prompts: np.ndarray) -> np.ndarray:
-        from diffpo.models import decode_latents
+        from diffpo.models.loading import decode_latents
 
         images = decode_latents(self.g.vae, latents).numpy()
         return self.g.reward.score(images, [self.captions[i] for i in prompts], batch_size=self.cfg.generation_batch_size)
 
     def loss(self, objective, unet, reference, noise_scheduler, step, micro, draw):
-        from diffpo.rollouts import step_log_probs
+        from diffpo.methods.rollouts import step_log_probs
 
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, 6, draw])

@@ -1,0 +1,1 @@
+"""Preference data: reading shards, preparing pairs, the encoded cache."""

@@ -1,0 +1,1 @@
+"""Evidence from results: intervals, tables, figures, claims, rendered numbers."""

@@ -1,0 +1,1 @@
+"""What the methods optimise: objectives and rollouts."""

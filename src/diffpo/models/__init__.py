@@ -1,0 +1,1 @@
+"""Models: loading and building SD-shaped models, devices, sampling, pre-training."""

@@ -1,0 +1,1 @@
+"""The workflow's tooling: DVC mirror, code inputs, GPU slots, budgets, benchmarks."""

@@ -1,0 +1,1 @@
+"""Scoring samples: learned scorers, stand-ins, ground truth, diversity."""

@@ -1,0 +1,1 @@
+"""params.yaml: loading, validation, experiments, tuning grids, what each stage reads."""
