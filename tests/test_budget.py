@@ -38,3 +38,10 @@ def test_forwards_of_small_runs_are_the_hand_counted_ones():
                        rollout_prompts=3, sampler_steps=5, reward_scorer="brightness", checkpoint_every=2)
     # 2 rounds x 3 prompts on each of 2 GPUs x 2 chains a prompt (the pair) x 5 steps x 2 (guidance)
     assert run_forwards(d3po, gpus=2, ratio=1.0)["generation"] == 2 * 3 * 2 * 2 * 5 * 2 == 240
+
+
+def test_a_committed_report_names_no_folder_of_the_machine_it_was_measured_on():
+    from diffpo.pipeline.budget import portable_path
+
+    assert portable_path("../clean3/results/world") == portable_path("/data/x/results/world") == "results/world"
+    assert portable_path("results/world") == "results/world"

@@ -197,6 +197,8 @@ def timings_markdown(root: Path, logs: list[Path]) -> str:
     found, missing = logged_benchmarks(root, logs)
     jobs = summarise_benchmarks(root, found)
     command = next((line.split("Command: ", 1)[1] for line in logs[-1].read_text().splitlines() if "Command: " in line), "?")
+    program, _, arguments = command.strip().partition(" ")
+    command = f"{Path(program).name} {arguments}".strip()  # the program by name, not by this machine's folders
     parts = f" in {len(logs)} parts" if len(logs) > 1 else ""
     head = (f"`{command.strip()}`: {len(jobs)} jobs, **{wall / 60:.1f} minutes** of wall time{parts} "
             f"({jobs['seconds'].sum() / 60:.1f} job-minutes; Snakemake log{'s' if len(logs) > 1 else ''} "

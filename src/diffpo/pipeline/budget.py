@@ -15,6 +15,8 @@ doubles the UNet batch of rollouts and sampling.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import math
 
 from diffpo.training import recipes
@@ -144,7 +146,7 @@ def compute_budget(params: dict, figures: dict, assumed: dict, benchmark_path: s
               f"{params['encode']['dtype']}; prompt embeddings once per unique prompt).", ""]
     storage = figures["storage"]
     jpeg = (f"the JPEGs it replaces were measured at {storage['jpeg_bytes_per_pair']:,.0f} bytes/pair in "
-            f"`{storage['jpeg_source']}`" if "jpeg_bytes_per_pair" in storage else "Pick-a-Pic's JPEG bytes were not measured")
+            f"`{portable_path(storage['jpeg_source'])}`" if "jpeg_bytes_per_pair" in storage else "Pick-a-Pic's JPEG bytes were not measured")
     lines += [f"Cache measured on the benchmark's cache: {storage['cache_bytes_per_pair']:,.0f} bytes/pair on disk against "
               f"{storage['layout_bytes_per_pair']:,.0f} from the layout; {jpeg} (`diffpo benchmark --source DIR`).", "",
               "## Per table", "",
@@ -174,3 +176,10 @@ def _sd15_parameters(m: dict) -> int:
                                     down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
                                     up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1))
     return sum(p.numel() for p in unet.parameters())
+
+
+def portable_path(path: str) -> str:
+    """A path as a committed report may show it: one outside the project (absolute, or reached
+    through ``..``) by its last two parts, not by the folders of the machine it was measured on."""
+    parts = Path(path).parts
+    return path if not (Path(path).is_absolute() or ".." in parts) else str(Path(*parts[-2:]))
