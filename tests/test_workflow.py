@@ -286,3 +286,21 @@ def test_a_file_is_listed_by_no_more_stages_than_run_it(root):
     users = sum(1 for s in stages.values() if re.search(r"-m diffpo (train|tune|train-step-scorer) ", s["cmd"]))
     assert listed["src/diffpo/scoring/step_aware.py"] == users
     assert not set(tooling) & set(code_files("train", root))
+
+
+def test_the_private_snakemake_api_the_dag_is_read_through_is_the_pinned_versions(root):
+    """pipeline/dag.py builds a DAG as `snakemake --dry-run` does, through Snakemake's private
+    ``WorkflowApi._workflow``, ``Workflow._prepare_dag`` and ``Workflow._build_dag``: the public API
+    runs a workflow but returns no DAG. pyproject.toml pins snakemake; an upgrade that moves them
+    fails here first."""
+    import inspect
+    import re
+    from importlib.metadata import version
+
+    from snakemake.api import WorkflowApi
+    from snakemake.workflow import Workflow
+
+    pinned = re.search(r'"snakemake==([^"]+)"', (root / "pyproject.toml").read_text()).group(1)
+    assert version("snakemake") == pinned
+    assert isinstance(inspect.getattr_static(WorkflowApi, "_workflow"), property)
+    assert callable(Workflow._prepare_dag) and callable(Workflow._build_dag)
