@@ -219,6 +219,11 @@ class EncodedPairs:
         """How many training examples a run over ``kind`` (winners, both, pairs) draws from."""
         return 2 * len(self) if kind == "both" else len(self)
 
+    @property
+    def latent_ndim(self) -> int:
+        """Dimensions of a batch of latents: (B, C, H, W) for images, (B, C, F, H, W) for clips."""
+        return 1 + len(self.info["latent_shape"])
+
     def latents(self, which: str, idx: np.ndarray) -> np.ndarray:
         return (self.latents_w if which == "w" else self.latents_l)[idx]
 

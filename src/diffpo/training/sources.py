@@ -40,6 +40,16 @@ class TrainingDiverged(UserError, FloatingPointError):
     """The loss became NaN or infinite (the message says which settings to lower)."""
 
 
+def _per_sample(mask: np.ndarray, ndim: int) -> np.ndarray:
+    """A per-sample mask shaped to broadcast over latents of ``ndim`` dimensions (images or clips)."""
+    return mask.reshape((-1,) + (1,) * (ndim - 1))
+
+
+def _twice(tensor: torch.Tensor) -> torch.Tensor:
+    """The batch stacked on itself (a pair's two sides share noise), for latents of any shape."""
+    return tensor.repeat(2, *(1,) * (tensor.ndim - 1))
+
+
 class BatchSampler:
     """Deterministic batches: epoch permutations of the examples, indexed by global position."""
 
@@ -131,11 +141,11 @@ class DataSource:
         if cfg.images == "both":
             n = len(cache)
             winners = idx < n
-            latents = np.where(winners[:, None, None, None], cache.latents("w", idx % n), cache.latents("l", idx % n))
+            latents = np.where(_per_sample(winners, cache.latent_ndim), cache.latents("w", idx % n), cache.latents("l", idx % n))
             idx = idx % n
         elif cfg.images == "random":  # SePPO^r: a random side of each pair
             side = torch.rand(b, generator=generator).numpy() < 0.5
-            latents = np.where(side[:, None, None, None], cache.latents("w", idx), cache.latents("l", idx))
+            latents = np.where(_per_sample(side, cache.latent_ndim), cache.latents("w", idx), cache.latents("l", idx))
         else:
             latents = cache.latents("w", idx)
         latents = torch.from_numpy(np.asarray(latents, dtype=np.float32))
@@ -150,7 +160,7 @@ class DataSource:
         noise = torch.randn((b, *shape), generator=generator)
         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator)
         if pairs:
-            noise, timesteps, embeds = noise.repeat(2, 1, 1, 1), timesteps.repeat(2), embeds.repeat(2, 1, 1)
+            noise, timesteps, embeds = _twice(noise), timesteps.repeat(2), embeds.repeat(2, 1, 1)
         return {"latents": latents, "noise": noise, "timesteps": timesteps, "embeds": embeds}
 
 
@@ -231,7 +241,7 @@ class RolloutSource:
             prompts = every[rank * mine:(rank + 1) * mine]
             gens = chain_generators(cfg.seed, index, [c * mine * n_proc + rank * mine + j for c in range(copies) for j in range(mine)])
             if cfg.objective == "d3po":  # one initial noise for both chains: they part through eta > 0
-                noise = torch.stack([torch.randn(shape, generator=g) for g in gens[:mine]]).repeat(2, 1, 1, 1)
+                noise = _twice(torch.stack([torch.randn(shape, generator=g) for g in gens[:mine]]))
             else:
                 noise = torch.stack([torch.randn(shape, generator=g) for g in gens])
             chain_prompts = np.tile(prompts, copies)
