@@ -304,3 +304,25 @@ def test_the_private_snakemake_api_the_dag_is_read_through_is_the_pinned_version
     assert version("snakemake") == pinned
     assert isinstance(inspect.getattr_static(WorkflowApi, "_workflow"), property)
     assert callable(Workflow._prepare_dag) and callable(Workflow._build_dag)
+
+
+def test_a_foreach_stage_expands_back_to_every_jobs_stage():
+    """dvc.yaml's foreach templating is lossless: values its wildcards give are templated, values they
+    do not (one run's extra option, another cache) become item fields; DVC's expansion gives each back."""
+    from diffpo.pipeline.dvc import _foreach
+
+    def job(method, seed, cache, extra):
+        stage = {"cmd": f"python -m diffpo train --method {method} --seed {seed} --cache {cache} {extra} --log "
+                        f"logs/train/{method}/seed{seed}.log",
+                 "deps": [cache, "src/diffpo/settings"], "params": ["profile", f"methods.{method}"],
+                 "outs": [f"results/models/{method}/seed{seed}/unet", {f"results/models/{method}/seed{seed}/m.csv":
+                                                                       {"cache": False}}]}
+        return ("train", f"{method}-{seed}", stage, {"method": method, "seed": str(seed)})
+
+    # a "$" no template may hold: each run's value is its own item field
+    members = [job("sft_w", 0, "results/cache", "--tag=$a"), job("plateau", 1, "results/cache_corpus", "--tag=$b"),
+               job("seppo_w", 10, "results/cache", "--tag=$a")]
+    stage = _foreach(members)
+    assert "results/models/${item.method}/seed${item.seed}/unet" in stage["do"]["outs"]
+    assert None not in stage["do"]["deps"] and "src/diffpo/settings" in stage["do"]["deps"]
+    assert expand_stages({"train": stage}) == {f"train@{key}": s for _, key, s, _ in members}

@@ -114,7 +114,7 @@ def _foreach(members: list[tuple]) -> dict:
         if all(v == values[0] for v in values):
             return values[0]
         templates = {_template(v, wildcards) for v, (_, _, _, wildcards) in zip(values, members)}
-        if len(templates) == 1:
+        if len(templates) == 1 and None not in templates:  # None: a value its wildcards do not give back
             return templates.pop()
         keys = [key for _, key, _, _ in members]
         same = [f for f in items[keys[0]] if all(items[k].get(f) == v for k, v in zip(keys, values))]
@@ -147,8 +147,6 @@ def _foreach(members: list[tuple]) -> dict:
 def _template(value: str, wildcards: dict[str, str]) -> str | None:
     """``value`` with each wildcard's value, where it stands alone (or after "seed"/"point"), as
     ``${item.NAME}``; None unless filling the template gives ``value`` back."""
-    import re
-
     template = value.replace("$", "$$") if "$" in value else value
     for name, text in sorted(wildcards.items(), key=lambda kv: -len(kv[1])):
         pattern = r"(?:(?<![A-Za-z0-9])|(?<=seed)|(?<=point))" + re.escape(text) + r"(?![A-Za-z0-9])"
@@ -222,7 +220,8 @@ def dvc_commit(root: Path, targets: list[str] = ("all",)) -> list[str]:
     marks_path = root / COMMITS
     marks = json.loads(marks_path.read_text()) if marks_path.is_file() else {}
     locked = _lock_digests(root)
-    new = [name for name in recordable if marks.get(name) != [expected[name][1], locked.get(name)]]
+    mark = {name: [expected[name][1], locked.get(name), _digest(expected[name][0])] for name in recordable}
+    new = [name for name in recordable if marks.get(name) != mark[name]]
     start = time.time()
     if new:
         try:
@@ -232,7 +231,9 @@ def dvc_commit(root: Path, targets: list[str] = ("all",)) -> list[str]:
         except Exception as error:  # a DVC error (a lock held by a running dvc, a missing output): warn
             return warnings + [f"`dvc commit` failed, dvc.lock not updated: {type(error).__name__}: {error}"]
         locked = _lock_digests(root)
-    marks.update({name: [expected[name][1], locked.get(name)] for name in recordable})
+    # the stage as dvc.yaml declares it too: a regenerated dvc.yaml (a folder dependency that changed
+    # shape, say) makes DVC record the stage again though Snakemake reran nothing
+    marks.update({name: [expected[name][1], locked.get(name), _digest(expected[name][0])] for name in recordable})
     marks_path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(marks_path) as tmp:
         tmp.write_text(json.dumps(marks, indent=0, sort_keys=True) + "\n")
@@ -241,8 +242,8 @@ def dvc_commit(root: Path, targets: list[str] = ("all",)) -> list[str]:
     return warnings
 
 
-# What dvc_commit last recorded, per stage: Snakemake's end time of its outputs and its dvc.lock
-# entry's digest (in DVC's own scratch folder, which git ignores).
+# What dvc_commit last recorded, per stage: Snakemake's end time of its outputs, its dvc.lock entry's
+# digest and its dvc.yaml declaration's (in DVC's own scratch folder, which git ignores).
 COMMITS = Path(".dvc/tmp/diffpo-commits.json")
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # dvc.lock is megabytes: libyaml's parser where installed
 
@@ -254,13 +255,16 @@ def _job_key(name: str) -> str:
 
 
 def _lock_digests(root: Path) -> dict[str, str]:
+    path = root / "dvc.lock"
+    stages = (yaml.load(path.read_text(), Loader=_LOADER) or {}).get("stages", {}) if path.is_file() else {}
+    return {name: _digest(entry) for name, entry in stages.items()}
+
+
+def _digest(entry) -> str:
     import hashlib
     import json
 
-    path = root / "dvc.lock"
-    stages = (yaml.load(path.read_text(), Loader=_LOADER) or {}).get("stages", {}) if path.is_file() else {}
-    return {name: hashlib.sha256(json.dumps(entry, sort_keys=True, default=str).encode()).hexdigest()[:16]
-            for name, entry in stages.items()}
+    return hashlib.sha256(json.dumps(entry, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _commit_stages(root: Path, names: list[str]) -> list[str]:
